@@ -1,0 +1,235 @@
+"""How a parameter tensor is viewed as a matrix (or a batch of matrices).
+
+Factored optimizers (Alada, and the related methods of this package) keep a
+rank-one second moment ``p q^T`` per matrix. A tensor of any order is viewed as
+an ``m x n`` matrix by choosing which of its axes form the rows and which the
+columns; the remaining axes, if any, are *batch* axes: each index along them is
+an independent matrix with its own factors (e.g. the layer axis of stacked,
+scanned layers).
+
+The view is never materialised. A :class:`MatrixPlan` is a static description
+(Python ints, computed once from the shape) that broadcasts row and column
+factors into the tensor's own layout and reduces the tensor over its row or
+column axes. Nothing of the tensor's size is reshaped, transposed or copied, so
+the plan works unchanged on tensors sharded along any axis; only vectors
+(``m``- or ``n``-sized) are ever reshaped.
+
+By default the plan follows eq. (12) of the Alada paper: split the list of
+dimensions ``k_1, ..., k_tau`` at the index ``j*`` where the two products are
+closest (the first such split on ties), rows being axes ``0..j*-1`` and columns
+axes ``j*..tau-1``. A vector is a ``1 x n`` matrix and a scalar ``1 x 1``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Callable, Sequence
+from typing import Any, NamedTuple, Union
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+
+class MatrixDimensionNumbers(NamedTuple):
+  """Which axes of a tensor form the rows and the columns of its matrix view.
+
+  In the style of :class:`optax.contrib.MuonDimensionNumbers`: every axis not
+  named in ``row_axis`` or ``col_axis`` is a *batch* axis, and each index along
+  the batch axes is factored as a separate matrix. For example, the weights of
+  ``L`` stacked layers of shape ``(L, d_in, d_out)`` behave exactly like ``L``
+  separate ``(d_in, d_out)`` leaves with ``MatrixDimensionNumbers(1, 2)``, and
+  attention weights of shape ``(d_model, heads, d_head)`` can be factored per
+  head with ``MatrixDimensionNumbers(row_axis=0, col_axis=2)``.
+
+  Axes may be negative. Either tuple may be empty (a vector is ``row_axis=()``,
+  ``col_axis=0``).
+  """
+
+  row_axis: Union[Sequence[int], int] = 0
+  col_axis: Union[Sequence[int], int] = 1
+
+
+# What users may pass: one spec for every leaf, a pytree of specs (None for
+# "use eq. (12)"), or a callable that returns such a pytree from the params.
+DimensionNumbersOrFn = Union[
+    MatrixDimensionNumbers, Any, Callable[[Any], Any], None
+]
+
+
+def _as_axes(axes: Union[Sequence[int], int], ndim: int) -> tuple[int, ...]:
+  axes = (axes,) if isinstance(axes, int) else tuple(axes)
+  for ax in axes:
+    if not -ndim <= ax < ndim:
+      raise ValueError(f'axis {ax} is out of range for a tensor of rank {ndim}')
+  return tuple(ax % ndim for ax in axes)
+
+
+def eq12_split(shape: Sequence[int]) -> int:
+  """Returns ``j*`` of eq. (12): rows are axes ``[0, j*)``, columns the rest.
+
+  For tensors of order >= 2 the split is taken among ``j = 1 .. tau-1`` (the
+  dimension list is split into two non-empty parts), the first one on ties.
+  Vectors give ``j* = 0`` (a ``1 x n`` matrix) and scalars ``j* = 0``.
+  """
+  if len(shape) < 2:
+    return 0
+  sizes = [int(k) for k in shape]
+  best_j, best_gap = 1, None
+  for j in range(1, len(sizes)):
+    gap = abs(math.prod(sizes[:j]) - math.prod(sizes[j:]))
+    if best_gap is None or gap < best_gap:
+      best_j, best_gap = j, gap
+  return best_j
+
+
+@dataclasses.dataclass(frozen=True)
+class MatrixPlan:
+  """A static plan that views a tensor as a batch of ``m x n`` matrices.
+
+  Attributes:
+    shape: the tensor's shape.
+    batch_axes: axes indexing independent matrices, in increasing order.
+    row_axes: axes flattened (in this order) into the row index.
+    col_axes: axes flattened (in this order) into the column index.
+  """
+
+  shape: tuple[int, ...]
+  batch_axes: tuple[int, ...]
+  row_axes: tuple[int, ...]
+  col_axes: tuple[int, ...]
+
+  @property
+  def batch_shape(self) -> tuple[int, ...]:
+    return tuple(self.shape[a] for a in self.batch_axes)
+
+  @property
+  def m(self) -> int:
+    return math.prod(self.shape[a] for a in self.row_axes)
+
+  @property
+  def n(self) -> int:
+    return math.prod(self.shape[a] for a in self.col_axes)
+
+  @property
+  def row_factor_shape(self) -> tuple[int, ...]:
+    """Shape of the row factor ``p``: ``batch_shape + (m,)``."""
+    return self.batch_shape + (self.m,)
+
+  @property
+  def col_factor_shape(self) -> tuple[int, ...]:
+    """Shape of the column factor ``q``: ``batch_shape + (n,)``."""
+    return self.batch_shape + (self.n,)
+
+  # -- moving small arrays into and out of the tensor's layout ---------------
+
+  def _to_layout(self, x: jax.Array, axes: tuple[int, ...]) -> jax.Array:
+    """Broadcastable view of ``x`` (dims ``batch_axes + axes``, in that order,
+    with ``axes`` flattened in ``x``'s last dimension) in the tensor layout."""
+    x = x.reshape(self.batch_shape + tuple(self.shape[a] for a in axes))
+    order = self.batch_axes + axes
+    # Put the dims in the tensor's axis order, then add the missing ones.
+    x = jnp.transpose(x, np.argsort(order))
+    return x.reshape(
+        tuple(self.shape[a] if a in order else 1 for a in range(len(self.shape)))
+    )
+
+  def _from_layout(self, x: jax.Array, kept: tuple[int, ...]) -> jax.Array:
+    """Inverse of :meth:`_to_layout` for the result of reducing all axes but
+    ``batch_axes + kept``: returns an array of shape ``batch_shape + (size,)``."""
+    remaining = tuple(sorted(self.batch_axes + kept))
+    order = self.batch_axes + kept
+    x = jnp.transpose(x, [remaining.index(a) for a in order])
+    return x.reshape(self.batch_shape + (math.prod(self.shape[a] for a in kept),))
+
+  def expand_rows(self, p: jax.Array) -> jax.Array:
+    """Row factor ``batch_shape + (m,)`` -> broadcastable against the tensor."""
+    return self._to_layout(p, self.row_axes)
+
+  def expand_cols(self, q: jax.Array) -> jax.Array:
+    """Column factor ``batch_shape + (n,)`` -> broadcastable against the tensor."""
+    return self._to_layout(q, self.col_axes)
+
+  def expand_batch(self, s: jax.Array) -> jax.Array:
+    """Per-matrix scalars ``batch_shape`` -> broadcastable against the tensor."""
+    return self._to_layout(s[..., None], ())
+
+  def sum_over_cols(self, x: jax.Array) -> jax.Array:
+    """Row sums of each matrix: a tensor -> ``batch_shape + (m,)``."""
+    return self._from_layout(jnp.sum(x, axis=self.col_axes), self.row_axes)
+
+  def sum_over_rows(self, x: jax.Array) -> jax.Array:
+    """Column sums of each matrix: a tensor -> ``batch_shape + (n,)``."""
+    return self._from_layout(jnp.sum(x, axis=self.row_axes), self.col_axes)
+
+  def sum_per_matrix(self, x: jax.Array) -> jax.Array:
+    """Sum of each matrix: a tensor -> ``batch_shape``."""
+    return self._from_layout(
+        jnp.sum(x, axis=self.row_axes + self.col_axes), ()
+    )[..., 0]
+
+
+def plan_for(
+    shape: Sequence[int],
+    dimension_numbers: MatrixDimensionNumbers | None = None,
+) -> MatrixPlan:
+  """The matrix view of a tensor: eq. (12) by default, else as specified."""
+  shape = tuple(int(k) for k in shape)
+  ndim = len(shape)
+  if dimension_numbers is None:
+    j = eq12_split(shape)
+    rows, cols = tuple(range(j)), tuple(range(j, ndim))
+  else:
+    rows = _as_axes(dimension_numbers.row_axis, ndim)
+    cols = _as_axes(dimension_numbers.col_axis, ndim)
+    named = rows + cols
+    if len(set(named)) != len(named):
+      raise ValueError(
+          f'{dimension_numbers} names an axis twice for a tensor of shape '
+          f'{shape}'
+      )
+  batch = tuple(a for a in range(ndim) if a not in rows + cols)
+  return MatrixPlan(shape, batch, rows, cols)
+
+
+def _is_dim_nums(x: Any) -> bool:
+  return isinstance(x, MatrixDimensionNumbers)
+
+
+def resolve_dimension_numbers(
+    dimension_numbers: DimensionNumbersOrFn, params: Any
+) -> Any:
+  """Returns a pytree (a prefix of ``params``) of dimension numbers or None.
+
+  ``None`` means eq. (12) for every leaf; a single
+  :class:`MatrixDimensionNumbers` applies to every leaf; a callable is called
+  on ``params``.
+  """
+  if callable(dimension_numbers) and not _is_dim_nums(dimension_numbers):
+    dimension_numbers = dimension_numbers(params)
+  return dimension_numbers
+
+
+def tree_plans(params: Any, dimension_numbers: DimensionNumbersOrFn) -> Any:
+  """A pytree of :class:`MatrixPlan` (one per array leaf of ``params``).
+
+  ``None`` leaves and :class:`optax.MaskedNode` in ``params`` stay as they are;
+  ``dimension_numbers`` may be a prefix of ``params`` with None for eq. (12).
+  """
+  dim_nums = resolve_dimension_numbers(dimension_numbers, params)
+  if dim_nums is None or _is_dim_nums(dim_nums):
+    return jax.tree.map(lambda x: plan_for(jnp.shape(x), dim_nums), params)
+
+  def per_subtree(spec, subtree):
+    return jax.tree.map(lambda x: plan_for(jnp.shape(x), spec), subtree)
+
+  return jax.tree.map(
+      per_subtree,
+      dim_nums,
+      params,
+      is_leaf=lambda x: x is None
+      or _is_dim_nums(x)
+      or isinstance(x, optax.MaskedNode),
+  )

@@ -1,0 +1,105 @@
+"""Optimizer-state bytes of Alada, Adam and Adafactor for real model shapes.
+
+The states are built by the optimizers' own ``init`` under ``jax.eval_shape``
+(nothing is allocated), so the figures are exactly what a user gets.
+
+    python -m benchmarks.state_bytes
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import optax
+
+import alada_optax
+
+
+def gpt2_small(vocab=50257, d=768, layers=12, ctx=1024):
+  block = {
+      'ln1': {'scale': (d,), 'bias': (d,)},
+      'attn_qkv': {'kernel': (d, 3 * d), 'bias': (3 * d,)},
+      'attn_out': {'kernel': (d, d), 'bias': (d,)},
+      'ln2': {'scale': (d,), 'bias': (d,)},
+      'mlp_in': {'kernel': (d, 4 * d), 'bias': (4 * d,)},
+      'mlp_out': {'kernel': (4 * d, d), 'bias': (d,)},
+  }
+  return {'wte': (vocab, d), 'wpe': (ctx, d),
+          'blocks': [block] * layers, 'ln_f': {'scale': (d,), 'bias': (d,)}}
+
+
+def bert_base(vocab=30522, d=768, layers=12, ffn=3072):
+  layer = {
+      'q': (d, d), 'k': (d, d), 'v': (d, d), 'o': (d, d),
+      'qkvo_bias': [(d,)] * 4, 'ln': [(d,)] * 4,
+      'ffn_in': (d, ffn), 'ffn_in_b': (ffn,), 'ffn_out': (ffn, d),
+      'ffn_out_b': (d,),
+  }
+  return {'word': (vocab, d), 'pos': (512, d), 'type': (2, d),
+          'layers': [layer] * layers, 'pooler': (d, d)}
+
+
+def resnet50_convs():
+  """The conv kernels (HWIO) of ResNet-50's bottleneck stages and the head."""
+  shapes = [(7, 7, 3, 64)]
+  cin = 64
+  for width, blocks in [(64, 3), (128, 4), (256, 6), (512, 3)]:
+    for _ in range(blocks):
+      shapes += [(1, 1, cin, width), (3, 3, width, width),
+                 (1, 1, width, 4 * width)]
+      cin = 4 * width
+  return {'convs': shapes, 'fc': (2048, 1000), 'fc_b': (1000,)}
+
+
+def llama_7b_layer(d=4096, ffn=11008):
+  return {'q': (d, d), 'k': (d, d), 'v': (d, d), 'o': (d, d),
+          'gate': (d, ffn), 'up': (d, ffn), 'down': (ffn, d),
+          'norms': [(d,), (d,)]}
+
+
+MODELS = {
+    'GPT-2 small': gpt2_small,
+    'BERT-base': bert_base,
+    'ResNet-50 (convs+fc)': resnet50_convs,
+    'LLaMA-7B (one layer)': llama_7b_layer,
+}
+
+OPTIMIZERS = {
+    'Adam': optax.adam(1e-3),
+    'Adafactor (no momentum)': optax.adafactor(1e-3),
+    'Alada': alada_optax.alada(1e-3),
+    'Alada, bf16 momentum': alada_optax.alada(1e-3, mu_dtype=jnp.bfloat16),
+}
+
+
+def as_params(shapes, dtype=jnp.float32):
+  return jax.tree.map(lambda s: jax.ShapeDtypeStruct(s, dtype), shapes,
+                      is_leaf=lambda x: isinstance(x, tuple) and all(
+                          isinstance(k, int) for k in x))
+
+
+def tree_bytes(tree) -> int:
+  return sum(x.size * x.dtype.itemsize for x in jax.tree.leaves(tree))
+
+
+def state_bytes(opt, params) -> int:
+  return tree_bytes(jax.eval_shape(opt.init, params))
+
+
+def table() -> str:
+  rows = ['| model | params (fp32) | ' + ' | '.join(OPTIMIZERS) + ' |',
+          '|---|---:|' + '---:|' * len(OPTIMIZERS)]
+  for name, make in MODELS.items():
+    params = as_params(make())
+    pbytes = tree_bytes(params)
+    cells = []
+    for opt in OPTIMIZERS.values():
+      b = state_bytes(opt, params)
+      cells.append(f'{b / 2**20:,.1f} MiB ({b / pbytes:.3f}x)')
+    rows.append(f'| {name} | {pbytes / 2**20:,.1f} MiB | ' + ' | '.join(cells)
+                + ' |')
+  return '\n'.join(rows)
+
+
+if __name__ == '__main__':
+  print(table())

@@ -1,0 +1,88 @@
+"""An independent float64 NumPy transcription of Algorithm 2 of the Alada paper.
+
+Written from the paper, not from the package: it reshapes each tensor to the
+``m x n`` matrix of eq. (12) explicitly and runs Algorithm 2 line by line, with
+the readings the package documents (step by the bias-corrected momentum,
+U~ clamped at 0) and its one extension (a leaf starts at its first non-zero
+gradient), both switchable so tests can see what the literal algorithm does.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+
+def eq12(shape):
+  """(m, n) of eq. (12); vectors are 1 x n, scalars 1 x 1."""
+  if len(shape) == 0:
+    return 1, 1
+  if len(shape) == 1:
+    return 1, shape[0]
+  gaps = [
+      abs(math.prod(shape[:j]) - math.prod(shape[j:]))
+      for j in range(1, len(shape))
+  ]
+  j = 1 + gaps.index(min(gaps))
+  return math.prod(shape[:j]), math.prod(shape[j:])
+
+
+class AladaLeaf:
+  """Algorithm 2 for one tensor, in float64."""
+
+  def __init__(self, shape, b1=0.9, b2=0.9, eps=1e-16, *,
+               bias_corrected_step=True, start_at_nonzero=True):
+    self.shape = tuple(shape)
+    self.m, self.n = eq12(self.shape)
+    self.b1, self.b2, self.eps = b1, b2, eps
+    self.bias_corrected_step = bias_corrected_step
+    self.start_at_nonzero = start_at_nonzero
+    self.M = np.zeros((self.m, self.n))  # line 1
+    self.t = 0
+    self.p = self.q = None
+    self.v0 = None
+
+  def step(self, grad):
+    """Returns W_{t+1} (the step before the learning rate), shaped like grad."""
+    G = np.asarray(grad, np.float64).reshape(self.m, self.n)
+    if self.start_at_nonzero and self.t == 0 and not np.any(G):
+      return np.zeros(self.shape)  # not started: state stays M = 0
+    b1, b2, eps, t = self.b1, self.b2, self.eps, self.t
+    self.M = b1 * self.M + (1 - b1) * G  # line 5
+    M_tilde = self.M / (1 - b1 ** (t + 1))  # line 6
+    V = M_tilde**2  # line 7
+    if t == 0:  # lines 8-12
+      self.v0 = np.sum(G**2) / (self.m * self.n)
+      self.p = math.sqrt(self.v0) * np.ones(self.m)
+      self.q = math.sqrt(self.v0) * np.ones(self.n)
+    if t % 2 == 0:  # lines 13-15
+      self.p = b2 * self.p + (1 - b2) * (V @ self.q) / (self.q @ self.q + eps)
+    else:  # lines 16-18
+      self.q = b2 * self.q + (1 - b2) * (V.T @ self.p) / (self.p @ self.p + eps)
+    U = np.outer(self.p, self.q)  # line 20
+    U_tilde = (U - b2 ** (t + 1) * self.v0) / (1 - b2 ** (t + 1))  # line 21
+    numerator = M_tilde if self.bias_corrected_step else self.M
+    W = numerator / np.sqrt(np.maximum(U_tilde, 0) + eps)  # line 22
+    self.t += 1
+    return W.reshape(self.shape)
+
+
+def run_alada(x0, grad_fn, steps, lr, b1=0.9, b2=0.9, eps=1e-16,
+              weight_decay=0.0, **leaf_kwargs):
+  """Runs Algorithm 2 (plus decoupled weight decay) on a dict of arrays.
+
+  grad_fn(params, t) -> dict of gradients. lr may be a callable of t.
+  Returns the list of params after each step and the final leaf states.
+  """
+  x = {k: np.asarray(v, np.float64) for k, v in x0.items()}
+  leaves = {k: AladaLeaf(v.shape, b1, b2, eps, **leaf_kwargs)
+            for k, v in x.items()}
+  history = []
+  for t in range(steps):
+    g = grad_fn(x, t)
+    eta = lr(t) if callable(lr) else lr
+    x = {k: x[k] - eta * (leaves[k].step(g[k]) + weight_decay * x[k])
+         for k in x}
+    history.append(x)
+  return history, leaves

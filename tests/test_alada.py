@@ -1,0 +1,418 @@
+"""Tests of alada_optax.alada against the float64 transcription and optax habits."""
+
+from __future__ import annotations
+
+import functools
+
+import chex
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+import alada_optax
+from alada_optax import alada, scale_by_alada
+from tests import alada_reference as ref
+
+# Leaves of every order the paper's eq. (12) treats, including ties.
+SHAPES = {
+    'matrix': (4, 6),
+    'tensor3': (2, 3, 4),  # |2-12| vs |6-4| -> 6 x 4
+    'tensor4': (2, 3, 2, 5),  # 6 x 10
+    'tie': (2, 5, 2),  # |2-10| = |10-2| -> first split: 2 x 10
+    'vector': (7,),
+    'scalar': (),
+}
+
+
+def _quadratic_problem(seed=0, shapes=SHAPES):
+  """Noisy quadratic: g = 0.5 (x - target) + noise_t (numpy, float64)."""
+  rng = np.random.default_rng(seed)
+  target = {k: rng.normal(size=s) for k, s in shapes.items()}
+  x0 = {k: rng.normal(size=s) for k, s in shapes.items()}
+  noise = [
+      {k: 0.3 * rng.normal(size=s) for k, s in shapes.items()}
+      for _ in range(64)
+  ]
+
+  def grad_fn(x, t):
+    return {k: 0.5 * (x[k] - target[k]) + noise[t][k] for k in x}
+
+  return x0, grad_fn
+
+
+def _run_optax(opt, x0, grad_fn, steps, dtype=jnp.float64):
+  """Runs an optax optimizer with gradients computed by numpy from params."""
+  params = {k: jnp.asarray(v, dtype) for k, v in x0.items()}
+  state = opt.init(params)
+
+  @jax.jit
+  def apply(grads, state, params):
+    updates, state = opt.update(grads, state, params)
+    return optax.apply_updates(params, updates), state
+
+  history = []
+  for t in range(steps):
+    grads = grad_fn({k: np.asarray(v) for k, v in params.items()}, t)
+    grads = {k: jnp.asarray(v, dtype) for k, v in grads.items()}
+    params, state = apply(grads, state, params)
+    history.append({k: np.asarray(v) for k, v in params.items()})
+  return history, state
+
+
+def _max_rel_err(a, b):
+  return max(
+      float(np.max(np.abs(a[k] - b[k]) / (np.abs(b[k]) + 1e-300)))
+      for k in b
+  )
+
+
+# -- exactness against the float64 transcription of Algorithm 2 -------------
+
+@pytest.mark.parametrize(
+    'make_opt',
+    [
+        pytest.param(lambda lr, wd: alada(lr, weight_decay=wd), id='alias'),
+        pytest.param(
+            lambda lr, wd: optax.chain(
+                scale_by_alada(),
+                optax.add_decayed_weights(wd),
+                optax.scale_by_learning_rate(lr),
+            ),
+            id='chain',
+        ),
+    ],
+)
+def test_matches_float64_transcription(make_opt):
+  steps, wd = 48, 1e-2
+  # The paper's eta_0 (1 - t/T) schedule (float64 under x64 for a traced t).
+  lr = lambda t: 0.05 - (0.05 / 60) * t
+  x0, grad_fn = _quadratic_problem()
+  want, leaves = ref.run_alada(x0, grad_fn, steps, lr, weight_decay=wd)
+  with jax.enable_x64(True):
+    got, state = _run_optax(make_opt(lr, wd), x0, grad_fn, steps)
+    alada_state = state[0]
+    for t in range(steps):
+      err = _max_rel_err(got[t], want[t])
+      assert err < 1e-10, f'step {t}: max relative deviation {err:.3g}'
+    for k, leaf in leaves.items():
+      np.testing.assert_allclose(alada_state.p[k], leaf.p, rtol=1e-10)
+      np.testing.assert_allclose(alada_state.q[k], leaf.q, rtol=1e-10)
+      np.testing.assert_allclose(
+          np.asarray(alada_state.mu[k]).reshape(leaf.m, leaf.n), leaf.M,
+          rtol=1e-10, atol=1e-300)
+      np.testing.assert_allclose(alada_state.v0[k], leaf.v0, rtol=1e-10)
+
+
+def test_state_shapes_are_mu_plus_m_plus_n():
+  params = {k: jnp.zeros(s) for k, s in SHAPES.items()}
+  state = scale_by_alada().init(params)
+  for k, s in SHAPES.items():
+    m, n = ref.eq12(s)
+    chex.assert_shape(state.mu[k], s)
+    chex.assert_shape(state.p[k], (m,))
+    chex.assert_shape(state.q[k], (n,))
+    chex.assert_shape(state.v0[k], ())
+    chex.assert_shape(state.t0[k], ())
+  chex.assert_shape(state.count, ())
+  n_state = sum(x.size for x in jax.tree.leaves(state))
+  n_params = sum(x.size for x in jax.tree.leaves(params))
+  n_factors = sum(sum(ref.eq12(s)) for s in SHAPES.values())
+  assert n_state == n_params + n_factors + 2 * len(SHAPES) + 1
+
+
+def test_parity_comes_from_count():
+  """Even steps refit only p, odd steps only q."""
+  params = jnp.zeros((3, 4))
+  opt = scale_by_alada()
+  state = opt.init(params)
+  update = jax.jit(opt.update)
+  grads = jnp.arange(12.0).reshape(3, 4) - 5.0
+  for t in range(6):
+    _, new = update(grads * (1 + t), state)
+    changed_p = not np.array_equal(new.p, state.p)
+    changed_q = not np.array_equal(new.q, state.q)
+    if t == 0:
+      assert changed_p and not np.any(new.q - np.sqrt(new.v0))
+    else:
+      assert (changed_p, changed_q) == ((True, False) if t % 2 == 0
+                                        else (False, True)), t
+    assert int(new.count) == t + 1
+    state = new
+
+
+# -- beyond the paper: leaves whose first gradients are zero ------------------
+
+def test_literal_algorithm_blows_up_on_zero_first_gradient():
+  """Why the extension exists: literal Algorithm 2 steps by ~M / sqrt(eps)."""
+  shape = (3, 4)
+  g = np.random.default_rng(1).normal(size=shape)
+  literal = ref.AladaLeaf(shape, start_at_nonzero=False)
+  for _ in range(5):
+    literal.step(np.zeros(shape))
+  with np.errstate(invalid='ignore', divide='ignore'):
+    step = literal.step(g)
+  adam_like = ref.AladaLeaf(shape).step(g)  # first step of a fresh leaf
+  assert np.max(np.abs(step)) / np.max(np.abs(adam_like)) > 1e5
+
+
+def test_zero_first_gradients_start_the_leaf_later():
+  """A leaf started at step k runs Algorithm 2 exactly, from its own t = 0."""
+  shapes = {'lora_a': (4, 6), 'head': (5,), 'dense': (2, 3, 4)}
+  x0, grad_fn = _quadratic_problem(seed=3, shapes=shapes)
+  starts = {'lora_a': 5, 'head': 2, 'dense': 0}
+
+  def delayed(x, t):
+    g = grad_fn(x, t)
+    return {k: g[k] if t >= starts[k] else np.zeros_like(g[k]) for k in g}
+
+  steps = 40
+  want, _ = ref.run_alada(x0, delayed, steps, 0.03)
+  with jax.enable_x64(True):
+    got, state = _run_optax(alada(0.03), x0, delayed, steps)
+  for t in range(steps):
+    assert _max_rel_err(got[t], want[t]) < 1e-10, t
+  for k, s in starts.items():
+    assert int(state[0].t0[k]) == s
+  # Before its start, a leaf does not move at all.
+  np.testing.assert_array_equal(got[4]['lora_a'], x0['lora_a'])
+  # Its first step has Adam's first-step size (|W| ~ 1), not 1e8.
+  first = np.abs(got[5]['lora_a'] - x0['lora_a']) / 0.03
+  assert 0.1 < np.max(first) < 10
+
+
+def test_no_nan_or_inf_from_finite_inputs():
+  """Rounding can push U~ below zero; the clamp keeps the step finite."""
+  opt = alada(1e-2)
+  update = jax.jit(opt.update)
+  rng = np.random.default_rng(0)
+  for shape in [(8, 8), (3, 5, 7), (6,)]:
+    params = jnp.zeros(shape)
+    state = opt.init(params)
+    g0 = jnp.asarray(rng.normal(size=shape) * 1e3, jnp.float32)
+    # Gradients that cancel the momentum to exactly 0, tiny ones and huge ones.
+    seq = [g0, -0.9 * g0 / 0.1 * 0.1, jnp.zeros(shape), g0 * 1e-30,
+           g0 * 1e15, jnp.zeros(shape), -g0]
+    for g in seq:
+      updates, state = update(g, state, params)
+      params = optax.apply_updates(params, updates)
+      for leaf in jax.tree.leaves((updates, state, params)):
+        assert np.all(np.isfinite(np.asarray(leaf, np.float64))), shape
+
+
+def test_u_tilde_clamp_prevents_nan():
+  """M exactly 0 after a large first gradient: U~ rounds below 0 somewhere."""
+  shape = (16, 16)
+  params = jnp.zeros(shape)
+  rng = np.random.default_rng(7)
+  opt = scale_by_alada()
+  update = jax.jit(opt.update)
+  nonfinite_without_clamp = 0
+  for trial in range(20):
+    g0 = jnp.asarray(rng.lognormal(sigma=3.0, size=shape), jnp.float32)
+    state = opt.init(params)
+    _, state = update(g0, state)
+    # G1 chosen so that M2 = b1 M1 + (1 - b1) G1 = 0 exactly.
+    g1 = -(0.9 * state.mu) / jnp.float32(1 - 0.9)
+    d, state2 = update(g1, state)
+    assert np.all(np.isfinite(d))
+    p, q, v0 = state2.p, state2.q, state2.v0
+    u_tilde = (jnp.outer(p, q) - 0.9**2 * v0) / (1 - 0.9**2)
+    nonfinite_without_clamp += int(np.sum(np.asarray(u_tilde) + 1e-16 < 0))
+  # The clamp is needed: without it, some entries would be sqrt(negative).
+  assert nonfinite_without_clamp > 0
+
+
+# -- optax habits -------------------------------------------------------------
+
+@pytest.mark.parametrize('dtype', [jnp.float32, jnp.bfloat16, jnp.float16])
+def test_dtypes(dtype):
+  params = {'w': jnp.ones((4, 3), dtype), 'b': jnp.ones((3,), dtype)}
+  grads = jax.tree.map(lambda x: x * 0.5, params)
+  for mu_dtype in [None, jnp.bfloat16]:
+    opt = alada(1e-2, mu_dtype=mu_dtype)
+    state = opt.init(params)
+    updates, new_state = jax.jit(opt.update)(grads, state, params)
+    chex.assert_trees_all_equal_dtypes(updates, params)
+    want_mu = dtype if mu_dtype is None else mu_dtype
+    assert all(x.dtype == want_mu for x in jax.tree.leaves(new_state[0].mu))
+    for x in jax.tree.leaves((new_state[0].p, new_state[0].q,
+                              new_state[0].v0)):
+      assert x.dtype == jnp.float32
+    chex.assert_trees_all_equal_shapes_and_dtypes(state, new_state)
+
+
+def test_float64_factors_stay_float64():
+  with jax.enable_x64(True):
+    state = scale_by_alada().init({'w': jnp.ones((2, 3), jnp.float64)})
+    assert state.p['w'].dtype == jnp.float64
+    assert state.v0['w'].dtype == jnp.float64
+
+
+class TestJitAndNoJit(chex.TestCase):
+
+  @chex.variants(with_jit=True, without_jit=True)
+  def test_same_result(self):
+    params = {'w': jnp.linspace(-1, 1, 12).reshape(3, 4), 'b': jnp.ones(4)}
+    opt = alada(0.1, weight_decay=1e-3)
+    state = opt.init(params)
+    update = self.variant(opt.update)
+    ref_update = jax.jit(opt.update)
+    ref_params, ref_state = params, state
+    for t in range(4):
+      grads = jax.tree.map(lambda x: jnp.sin(x * (t + 1)), params)
+      updates, state = update(grads, state, params)
+      ref_updates, ref_state = ref_update(grads, ref_state, ref_params)
+      chex.assert_trees_all_close(updates, ref_updates, rtol=1e-6, atol=1e-7)
+      params = optax.apply_updates(params, updates)
+      ref_params = optax.apply_updates(ref_params, ref_updates)
+
+
+def test_no_recompilation_on_second_step():
+  params = {'w': jnp.ones((3, 4)), 'b': jnp.ones(4)}
+  opt = alada(0.1)
+
+  @jax.jit
+  def step(params, state):
+    grads = jax.grad(lambda p: jnp.sum(p['w'] ** 2) + jnp.sum(p['b']))(params)
+    updates, state = opt.update(grads, state, params)
+    return optax.apply_updates(params, updates), state
+
+  params, state = step(params, opt.init(params))
+  n = step._cache_size()
+  for _ in range(3):
+    params, state = step(params, state)
+  assert step._cache_size() == n
+
+
+def _trajectory(opt, steps=12):
+  params = {'w': jnp.linspace(-1, 2, 12).reshape(3, 4), 'b': jnp.zeros(4)}
+  loss = lambda p: jnp.sum((p['w'] - 0.5) ** 4) + jnp.sum((p['b'] + 1) ** 2)
+  state = opt.init(params)
+
+  @jax.jit
+  def step(params, state):
+    updates, state = opt.update(jax.grad(loss)(params), state, params)
+    return optax.apply_updates(params, updates), state
+
+  out = []
+  for _ in range(steps):
+    params, state = step(params, state)
+    out.append(params)
+  return out
+
+
+def test_inject_hyperparams_same_trajectory():
+  plain = _trajectory(alada(0.05, b1=0.8, b2=0.85, weight_decay=1e-2))
+  injected = _trajectory(optax.inject_hyperparams(alada)(
+      learning_rate=0.05, b1=0.8, b2=0.85, weight_decay=1e-2))
+  chex.assert_trees_all_close(injected, plain, rtol=1e-6)
+
+
+def test_schedule_and_float_same_trajectory():
+  chex.assert_trees_all_close(
+      _trajectory(alada(optax.constant_schedule(0.05))),
+      _trajectory(alada(0.05)), rtol=1e-6)
+
+
+def test_multisteps_matches_plain_on_averaged_grads():
+  """MultiSteps(k) over k identical micro-batches == the plain optimizer."""
+  k = 3
+  plain = _trajectory(alada(0.05), steps=4)
+  multi = _trajectory(optax.MultiSteps(alada(0.05), every_k_schedule=k),
+                      steps=4 * k)
+  chex.assert_trees_all_close(multi[k - 1::k], plain, rtol=1e-6)
+
+
+def test_weight_decay_mask():
+  params = {'w': jnp.ones((2, 3)), 'b': jnp.ones(3)}
+  grads = jax.tree.map(jnp.zeros_like, params)  # only weight decay moves
+  opt = alada(0.1, weight_decay=0.5, mask={'w': True, 'b': False})
+  updates, _ = opt.update(grads, opt.init(params), params)
+  np.testing.assert_allclose(updates['w'], -0.05 * np.ones((2, 3)), rtol=1e-6)
+  np.testing.assert_array_equal(updates['b'], np.zeros(3))
+
+
+@pytest.mark.parametrize('setup', ['quadratic', 'rosenbrock'])
+def test_convergence(setup):
+  if setup == 'quadratic':
+    x0, xstar = jnp.array([[-1.0, 10.0], [3.0, 0.5]]), jnp.array(
+        [[1.0, -1.0], [2.0, 0.0]])
+    loss = lambda x: jnp.sum((x - xstar) ** 2)
+    # Not much larger: on a 2x2 matrix whose M~^2 is nearly anti-diagonal the
+    # rank-one fit drives U~ to ~0 off the dominant entries and Algorithm 2
+    # itself diverges (the float64 transcription does too, at lr = 0.05).
+    lr, steps = 0.01, 3000
+  else:
+    x0, xstar = jnp.zeros(2), jnp.ones(2)
+    loss = lambda x: (1 - x[0]) ** 2 + 100 * (x[1] - x[0] ** 2) ** 2
+    lr, steps = 2e-3, 20000
+  opt = alada(optax.linear_schedule(lr, lr * 0.01, steps))
+
+  def body(carry, _):
+    x, state = carry
+    updates, state = opt.update(jax.grad(loss)(x), state, x)
+    return (optax.apply_updates(x, updates), state), None
+
+  (x, _), _ = jax.jit(
+      lambda x: jax.lax.scan(body, (x, opt.init(x)), length=steps))(x0)
+  np.testing.assert_allclose(x, xstar, atol=2e-2)
+
+
+# -- None, MaskedNode and bad inputs -------------------------------------------
+
+def test_none_leaves_and_masked_pass_through():
+  params = {'w': jnp.ones((2, 3)), 'frozen': None, 'step': jnp.ones((), jnp.int32)}
+  masked = optax.masked(alada(0.1),
+                        {'w': True, 'frozen': False, 'step': False})
+  grads = {'w': jnp.ones((2, 3)), 'frozen': None,
+           'step': jnp.zeros((), jnp.int32)}
+  state = masked.init(params)
+  updates, _ = jax.jit(masked.update)(grads, state, params)
+  assert updates['frozen'] is None
+  assert updates['w'].shape == (2, 3)
+
+  multi = optax.multi_transform(
+      {'a': alada(0.1), 'sgd': optax.sgd(0.1)},
+      {'w': 'a', 'b': 'sgd'})
+  p2 = {'w': jnp.ones((2, 3)), 'b': jnp.ones(3)}
+  u2, _ = multi.update(p2, multi.init(p2), p2)
+  np.testing.assert_allclose(u2['b'], -0.1 * np.ones(3), rtol=1e-6)
+
+
+def test_integer_leaf_is_named():
+  params = {'layer': {'w': jnp.ones((2, 2)), 'step': jnp.ones((), jnp.int32)}}
+  with pytest.raises(TypeError, match=r"\['layer'\]\['step'\].*int32"):
+    alada(0.1).init(params)
+  with pytest.raises(TypeError, match=r"\['flag'\].*bool"):
+    alada(0.1).init({'flag': jnp.array([True])})
+
+
+def test_mismatched_grads_are_named():
+  opt = alada(0.1)
+  state = opt.init({'a': jnp.ones((2, 2)), 'b': jnp.ones(3)})
+  with pytest.raises(ValueError, match=r"no leaf \['b'\]"):
+    opt.update({'a': jnp.ones((2, 2))}, state)
+  with pytest.raises(ValueError, match=r"\['c'\] that the optimizer state lacks"):
+    opt.update({'a': jnp.ones((2, 2)), 'b': jnp.ones(3), 'c': jnp.ones(1)},
+               state)
+  with pytest.raises(ValueError, match=r"\['b'\] has shape \(4,\)"):
+    opt.update({'a': jnp.ones((2, 2)), 'b': jnp.ones(4)}, state)
+  with pytest.raises(TypeError, match=r"\['b'\].*int32"):
+    opt.update({'a': jnp.ones((2, 2)), 'b': jnp.ones(3, jnp.int32)}, state)
+
+
+def test_state_from_another_optimizer():
+  params = jnp.ones((2, 2))
+  adam_state = optax.scale_by_adam().init(params)
+  with pytest.raises(TypeError, match='ScaleByAdamState'):
+    scale_by_alada().update(params, adam_state)
+
+
+def test_public_api():
+  for name in ['scale_by_alada', 'alada', 'ScaleByAladaState',
+               'MatrixDimensionNumbers']:
+    assert hasattr(alada_optax, name)
+  assert set(alada_optax.ScaleByAladaState._fields) >= {
+      'count', 'mu', 'p', 'q'}
