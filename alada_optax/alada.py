@@ -6,6 +6,7 @@ Momentum Method for Memory-Efficient Matrix Optimization".
 
 from __future__ import annotations
 
+import functools
 from typing import Any, NamedTuple, Optional, Union
 from collections.abc import Callable
 
@@ -109,6 +110,7 @@ def _check_matches_state(updates: Any, mu: Any) -> None:
     )
 
 
+@functools.partial(jax.jit, static_argnames='plan')
 def _alada_leaf(
     g: jax.Array,
     mu: jax.Array,

@@ -14,6 +14,7 @@ import pytest
 import alada_optax
 from alada_optax import alada, scale_by_alada
 from tests import alada_reference as ref
+from tests.optax_checks import OptaxCommonChecks
 
 # Leaves of every order the paper's eq. (12) treats, including ties.
 SHAPES = {
@@ -416,3 +417,11 @@ def test_public_api():
     assert hasattr(alada_optax, name)
   assert set(alada_optax.ScaleByAladaState._fields) >= {
       'count', 'mu', 'p', 'q'}
+
+
+class TestAladaOptaxChecks(OptaxCommonChecks):
+  OPTIMIZERS = [
+      pytest.param(alada, {'learning_rate': 1e-3}, id='alada'),
+      pytest.param(alada, {'learning_rate': 1e-3, 'weight_decay': 1e-4,
+                           'b2': 0.95}, id='alada-wd'),
+  ]
