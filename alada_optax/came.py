@@ -1,0 +1,403 @@
+"""CAME: Confidence-guided Adaptive Memory Efficient optimization.
+
+Reference: Luo et al., "CAME: Confidence-guided Adaptive Memory Efficient
+Optimization" (ACL 2023, Algorithm 1), and its official PyTorch code
+(yangluo7/CAME, ``came_pytorch/CAME.py``), whose update this module follows;
+see :func:`came` for the readings made.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any, NamedTuple, Optional, Union
+from collections.abc import Callable
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from alada_optax import matricize
+
+# The factored view of a leaf with two or more axes: rows along its
+# second-to-last axis, columns along its last, every leading axis a batch axis
+# (each index along them an independent matrix), as in the official code.
+LAST_TWO_AXES = matricize.MatrixDimensionNumbers(row_axis=-2, col_axis=-1)
+
+# Placeholder for a factor a leaf does not have (optax.adafactor's convention).
+_DUMMY_SHAPE = (1,)
+
+
+class ScaleByCAMEState(NamedTuple):
+  """State of :func:`scale_by_came`.
+
+  Every field but ``count`` is a pytree with the structure of the params (None
+  leaves and :class:`optax.MaskedNode` kept). A leaf of shape
+  ``batch + (m, n)`` (two or more axes) is *factored*; vectors and scalars
+  are not. Fields a leaf does not use hold a ``(1,)`` zero placeholder.
+
+  Attributes:
+    count: number of updates applied, int32 scalar.
+    mu: first moment of the clipped updates, shaped like the leaf, in
+      ``mu_dtype``.
+    v_row: factored leaves: EMA of the row means of ``G^2 + eps1``, shape
+      ``batch + (m,)``.
+    v_col: factored leaves: EMA of the column means of ``G^2 + eps1``, shape
+      ``batch + (n,)``.
+    v: unfactored leaves: EMA of ``G^2 + eps1``, shaped like the leaf.
+    res_row: factored leaves: EMA of the row means of the instability
+      ``(U - mu)^2 + eps2``, shape ``batch + (m,)``.
+    res_col: factored leaves: the same for the columns, ``batch + (n,)``.
+
+  The factors and ``v`` are float32, or wider if the params are.
+  """
+
+  count: jax.Array
+  mu: optax.Updates
+  v_row: optax.Updates
+  v_col: optax.Updates
+  v: optax.Updates
+  res_row: optax.Updates
+  res_col: optax.Updates
+
+
+def _factor_dtype(dtype) -> jnp.dtype:
+  """Factors, ``v`` and the arithmetic: float32, or wider if the params are."""
+  return jnp.promote_types(dtype, jnp.float32)
+
+
+def _plan(shape) -> Optional[matricize.MatrixPlan]:
+  """The factored view of a leaf, or None for vectors and scalars."""
+  if len(shape) < 2:
+    return None
+  return matricize.plan_for(shape, LAST_TWO_AXES)
+
+
+def _leaf_name(path) -> str:
+  return jax.tree_util.keystr(path) or '<root>'
+
+
+def _check_float_leaves(tree: Any, what: str) -> None:
+  for path, leaf in jax.tree_util.tree_leaves_with_path(tree):
+    dtype = jnp.result_type(leaf)
+    if not jnp.issubdtype(dtype, jnp.floating):
+      raise TypeError(
+          f'scale_by_came: {what} leaf {_leaf_name(path)} has dtype {dtype}.'
+          ' CAME only optimizes real floating-point leaves; keep integer,'
+          ' boolean and complex leaves out of it, e.g. with optax.masked or'
+          ' optax.multi_transform.'
+      )
+
+
+def _check_matches_state(updates: Any, mu: Any) -> None:
+  """Raises an error naming the first leaf where updates and state differ."""
+  is_leaf = lambda x: x is None or isinstance(x, optax.MaskedNode)
+  got = dict(jax.tree_util.tree_leaves_with_path(updates, is_leaf=is_leaf))
+  want = dict(jax.tree_util.tree_leaves_with_path(mu, is_leaf=is_leaf))
+  for path in want:
+    if path not in got:
+      raise ValueError(
+          f'scale_by_came: the updates have no leaf {_leaf_name(path)}, which'
+          ' the optimizer state has. Were the updates built from other params'
+          ' than those given to init?'
+      )
+  for path, g in got.items():
+    if path not in want:
+      raise ValueError(
+          f'scale_by_came: the updates have a leaf {_leaf_name(path)} that'
+          ' the optimizer state lacks. Were the updates built from other'
+          ' params than those given to init?'
+      )
+    m = want[path]
+    if (is_leaf(g) or is_leaf(m)) and type(g) is not type(m):
+      raise ValueError(
+          f'scale_by_came: leaf {_leaf_name(path)} is {type(g).__name__} in'
+          f' the updates but {type(m).__name__} in the optimizer state.'
+      )
+    if not is_leaf(g) and jnp.shape(g) != jnp.shape(m):
+      raise ValueError(
+          f'scale_by_came: leaf {_leaf_name(path)} has shape {jnp.shape(g)}'
+          f' in the updates but {jnp.shape(m)} in the optimizer state.'
+      )
+  if jax.tree.structure(updates, is_leaf=is_leaf) != jax.tree.structure(
+      mu, is_leaf=is_leaf
+  ):
+    raise ValueError(
+        'scale_by_came: the updates and the optimizer state have the same'
+        ' leaves but different tree structures: '
+        f'{jax.tree.structure(updates)} vs {jax.tree.structure(mu)}.'
+    )
+
+
+def _factored_rsqrt(
+    plan: matricize.MatrixPlan, row: jax.Array, col: jax.Array
+) -> jax.Array:
+  """``1 / sqrt(row col^T / mean(row))`` per matrix, broadcast to the leaf:
+  the rank-one estimate whose row and column means are ``row`` and ``col``."""
+  r = jax.lax.rsqrt(row / jnp.mean(row, axis=-1, keepdims=True))
+  return plan.expand_rows(r) * plan.expand_cols(jax.lax.rsqrt(col))
+
+
+@functools.partial(jax.jit, static_argnames=('plan', 'clip'))
+def _came_leaf(
+    g: jax.Array,
+    mu: jax.Array,
+    v_row: jax.Array,
+    v_col: jax.Array,
+    v: jax.Array,
+    res_row: jax.Array,
+    res_col: jax.Array,
+    b1: jax.Array,
+    b2: jax.Array,
+    b3: jax.Array,
+    eps1: jax.Array,
+    eps2: jax.Array,
+    clipping_threshold: Optional[jax.Array],
+    plan: Optional[matricize.MatrixPlan],
+    clip: bool,
+) -> tuple[jax.Array, ...]:
+  """One step of CAME (Algorithm 1) for one leaf.
+
+  Returns the direction (factor dtype) and the new
+  ``(mu, v_row, v_col, v, res_row, res_col)``.
+  """
+  dtype = _factor_dtype(g.dtype)
+  if g.size == 0:  # nothing to do, and no 0 / 0 in the (empty) means
+    return g.astype(dtype), mu, v_row, v_col, v, res_row, res_col
+  b1, b2, b3, eps1, eps2 = (
+      jnp.asarray(x, dtype) for x in (b1, b2, b3, eps1, eps2))
+  g = g.astype(dtype)
+
+  # Second moment of the gradient, factored (Adafactor) or not.
+  sq = g * g + eps1
+  if plan is not None:
+    v_row = b2 * v_row + (1 - b2) * (plan.sum_over_cols(sq) / plan.n)
+    v_col = b2 * v_col + (1 - b2) * (plan.sum_over_rows(sq) / plan.m)
+    u = _factored_rsqrt(plan, v_row, v_col) * g
+  else:
+    v = b2 * v + (1 - b2) * sq
+    u = jax.lax.rsqrt(v) * g
+
+  # Update clipping: divide by max(1, RMS(U) / d), the RMS over the whole leaf.
+  if clip:
+    d = jnp.asarray(clipping_threshold, dtype)
+    rms = jnp.sqrt(jnp.mean(u * u))
+    u = u / jnp.maximum(rms / d, 1)
+
+  mu = b1 * mu.astype(dtype) + (1 - b1) * u
+
+  # Confidence: factored EMA of the instability (U - mu)^2; step mu / sqrt(S).
+  if plan is not None:
+    res = (u - mu) ** 2 + eps2
+    res_row = b3 * res_row + (1 - b3) * (plan.sum_over_cols(res) / plan.n)
+    res_col = b3 * res_col + (1 - b3) * (plan.sum_over_rows(res) / plan.m)
+    direction = _factored_rsqrt(plan, res_row, res_col) * mu
+  else:
+    direction = mu
+  return direction, mu, v_row, v_col, v, res_row, res_col
+
+
+def scale_by_came(
+    b1: jax.typing.ArrayLike = 0.9,
+    b2: jax.typing.ArrayLike = 0.999,
+    b3: jax.typing.ArrayLike = 0.9999,
+    eps1: jax.typing.ArrayLike = 1e-30,
+    eps2: jax.typing.ArrayLike = 1e-16,
+    clipping_threshold: Optional[jax.typing.ArrayLike] = 1.0,
+    mu_dtype: Optional[jax.typing.DTypeLike] = None,
+) -> optax.GradientTransformation:
+  r"""Rescale updates according to CAME (Algorithm 1 of the paper).
+
+  See :func:`came` for the math and the readings of the paper it makes.
+
+  Args:
+    b1: Decay rate of the first moment of the clipped updates.
+    b2: Decay rate of the (factored) second moment of the gradient.
+    b3: Decay rate of the factored instability (confidence) matrix.
+    eps1: Added to ``G^2`` before its second moment is taken.
+    eps2: Added to the instability ``(U - mu)^2``.
+    clipping_threshold: ``d``: updates are divided by ``max(1, RMS(U) / d)``;
+      None for no clipping.
+    mu_dtype: Storage dtype of the first moment; if ``None``, the params'.
+
+  Returns:
+    A :class:`optax.GradientTransformation`.
+  """
+  mu_dtype = None if mu_dtype is None else jnp.dtype(mu_dtype)
+  clip = clipping_threshold is not None
+
+  def init_fn(params):
+    _check_float_leaves(params, 'parameter')
+
+    def zeros(x, shape_of):
+      plan = _plan(jnp.shape(x))
+      return jnp.zeros(shape_of(plan, jnp.shape(x)),
+                       _factor_dtype(jnp.result_type(x)))
+
+    def row(plan, shape):
+      return _DUMMY_SHAPE if plan is None else plan.row_factor_shape
+
+    def col(plan, shape):
+      return _DUMMY_SHAPE if plan is None else plan.col_factor_shape
+
+    def full(plan, shape):
+      return shape if plan is None else _DUMMY_SHAPE
+
+    field = lambda shape_of: jax.tree.map(lambda x: zeros(x, shape_of), params)
+    return ScaleByCAMEState(
+        count=jnp.zeros([], jnp.int32),
+        mu=optax.tree.zeros_like(params, dtype=mu_dtype),
+        v_row=field(row),
+        v_col=field(col),
+        v=field(full),
+        res_row=field(row),
+        res_col=field(col),
+    )
+
+  def update_fn(updates, state, params=None):
+    del params
+    if not isinstance(state, ScaleByCAMEState):
+      raise TypeError(
+          'scale_by_came: expected a ScaleByCAMEState, got'
+          f' {type(state).__name__}. Was this state made by another optimizer?'
+      )
+    _check_matches_state(updates, state.mu)
+    _check_float_leaves(updates, 'update')
+
+    def leaf(g, mu, v_row, v_col, v, res_row, res_col):
+      return _came_leaf(
+          g, mu, v_row, v_col, v, res_row, res_col, b1, b2, b3, eps1, eps2,
+          clipping_threshold if clip else None,
+          plan=_plan(jnp.shape(g)), clip=clip)
+
+    out = jax.tree.map(leaf, updates, state.mu, state.v_row, state.v_col,
+                       state.v, state.res_row, state.res_col)
+    treedef = jax.tree.structure(updates)
+    direction, mu, v_row, v_col, v, res_row, res_col = (
+        jax.tree.unflatten(treedef, [o[i] for o in treedef.flatten_up_to(out)])
+        for i in range(7)
+    )
+    direction = jax.tree.map(lambda d, g: d.astype(g.dtype), direction, updates)
+    mu = optax.tree.cast_like(mu, state.mu)
+    return direction, ScaleByCAMEState(
+        count=optax.safe_increment(state.count), mu=mu, v_row=v_row,
+        v_col=v_col, v=v, res_row=res_row, res_col=res_col)
+
+  return optax.GradientTransformation(init_fn, update_fn)
+
+
+def came(
+    learning_rate: optax.ScalarOrSchedule,
+    b1: jax.typing.ArrayLike = 0.9,
+    b2: jax.typing.ArrayLike = 0.999,
+    b3: jax.typing.ArrayLike = 0.9999,
+    eps1: jax.typing.ArrayLike = 1e-30,
+    eps2: jax.typing.ArrayLike = 1e-16,
+    clipping_threshold: Optional[jax.typing.ArrayLike] = 1.0,
+    weight_decay: optax.ScalarOrSchedule = 0.0,
+    mask: Optional[Union[Any, Callable[[optax.Params], Any]]] = None,
+    mu_dtype: Optional[jax.typing.DTypeLike] = None,
+) -> optax.GradientTransformationExtraArgs:
+  r"""CAME: confidence-guided adaptive memory-efficient optimization.
+
+  CAME is Adafactor (factored second moment, update clipping) with a first
+  moment and a *confidence* correction: the first moment :math:`m` is divided
+  by the square root of a factored EMA of the instability
+  :math:`(U - m)^2`, so that steps shrink where the update disagrees with its
+  own momentum. State per ``m x n`` matrix: :math:`mn + 2(m + n)` floats.
+
+  For a leaf with two or more axes, viewed as a batch of ``m x n`` matrices
+  over its last two axes, with :math:`\beta_1, \beta_2, \beta_3,
+  \epsilon_1, \epsilon_2, d` the arguments, :math:`\bar x` the mean over the
+  row index and all state starting at 0:
+
+  .. math::
+
+    \begin{align*}
+      r_t &\leftarrow \beta_2 r_{t-1} + (1 - \beta_2)
+        (G_t^2 + \epsilon_1) 1_n / n,
+        \qquad c_t \leftarrow \beta_2 c_{t-1} + (1 - \beta_2)
+        1_m^\top (G_t^2 + \epsilon_1) / m \\
+      U_t &\leftarrow G_t / \sqrt{r_t c_t^\top / \bar r_t},
+        \qquad \hat U_t \leftarrow U_t / \max(1, \mathrm{RMS}(U_t) / d) \\
+      m_t &\leftarrow \beta_1 m_{t-1} + (1 - \beta_1) \hat U_t,
+        \qquad I_t \leftarrow (\hat U_t - m_t)^2 + \epsilon_2 \\
+      R_t &\leftarrow \beta_3 R_{t-1} + (1 - \beta_3) I_t 1_n / n,
+        \qquad C_t \leftarrow \beta_3 C_{t-1}
+        + (1 - \beta_3) 1_m^\top I_t / m \\
+      u_t &\leftarrow -\eta_t \left( m_t / \sqrt{R_t C_t^\top / \bar R_t}
+        + \lambda X_{t-1} \right)
+    \end{align*}
+
+  Readings of the paper and the official code made explicit:
+
+  * **Which leaves are factored**: those with two or more axes, over their
+    last two axes (leading axes are batch axes: each index is its own
+    matrix; ``matricize.MatrixDimensionNumbers(-2, -1)``), whatever their
+    sizes, as in the official code (Adafactor in optax factors the two
+    largest axes of leaves whose both are >= 128 instead).
+  * **Vectors and scalars** keep an unfactored second moment
+    :math:`v_t = \beta_2 v_{t-1} + (1-\beta_2)(G_t^2 + \epsilon_1)` and
+    **no confidence matrix**: their step is :math:`m_t` itself, as in the
+    official code (the paper's Algorithm 1 only treats matrices).
+  * **The clipping RMS** is over the whole leaf (all its matrices at once),
+    and ``eps1`` is added to :math:`G^2` before the row and column means, as
+    in the official code. There is no bias correction.
+  * :math:`\bar r` **is the mean of the row factor** (the official
+    ``exp_avg_sq_row.mean(dim=-1)``), which makes the estimate's row and
+    column means equal to :math:`r` and :math:`c`.
+  * **dtypes.** Arithmetic, the factors and the unfactored ``v`` are float32
+    (or wider if the params are); ``mu_dtype`` sets the first moment's
+    storage (the params' dtype by default, as in optax; the official code
+    keeps float32); updates have the params' dtype.
+  * **Weight decay** is decoupled, :math:`-\eta_t \lambda X_{t-1}`, as in the
+    official code, through :func:`optax.add_decayed_weights`.
+
+  Args:
+    learning_rate: A global scaling factor, either fixed or evolving along
+      iterations with a scheduler, see :func:`optax.scale_by_learning_rate`.
+    b1: Decay rate of the first moment of the clipped updates.
+    b2: Decay rate of the second moment of the gradient.
+    b3: Decay rate of the instability (confidence) factors.
+    eps1: Added to ``G^2``.
+    eps2: Added to the instability ``(U - m)^2``.
+    clipping_threshold: ``d`` of the update clipping; None for none.
+    weight_decay: Strength of the decoupled weight decay.
+    mask: A tree with the params' structure (or a prefix), or a callable
+      returning one, whose booleans say which leaves weight decay applies to.
+    mu_dtype: Storage dtype of the first moment; if ``None``, the params'.
+
+  Returns:
+    The corresponding :class:`optax.GradientTransformationExtraArgs`.
+
+  Examples:
+    >>> import jax.numpy as jnp
+    >>> import jax, optax
+    >>> from alada_optax.came import came
+    >>> def f(x): return jnp.sum((x - 1.0) ** 2)
+    >>> solver = came(learning_rate=0.03)
+    >>> params = jnp.zeros((4, 3))
+    >>> opt_state = solver.init(params)
+    >>> for _ in range(200):
+    ...   grads = jax.grad(f)(params)
+    ...   updates, opt_state = solver.update(grads, opt_state, params)
+    ...   params = optax.apply_updates(params, updates)
+    >>> print(f'{f(params):.2f}')
+    0.00
+
+  References:
+    Luo et al., CAME: Confidence-guided Adaptive Memory Efficient
+    Optimization, ACL 2023 (Algorithm 1).
+  """
+  return optax.chain(
+      scale_by_came(
+          b1=b1,
+          b2=b2,
+          b3=b3,
+          eps1=eps1,
+          eps2=eps2,
+          clipping_threshold=clipping_threshold,
+          mu_dtype=mu_dtype,
+      ),
+      optax.add_decayed_weights(weight_decay, mask),
+      optax.scale_by_learning_rate(learning_rate),
+  )

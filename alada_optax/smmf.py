@@ -1,0 +1,420 @@
+"""SMMF: Square-Matricized Momentum Factorization.
+
+Reference: Park & Lee, "SMMF: Square-Matricized Momentum Factorization for
+Memory-Efficient Optimization" (AAAI 2025, arXiv 2412.08894), and its official
+PyTorch code (eai-lab/SMMF, ``SMMF/SMMF.py``), whose update this module
+follows; see :func:`smmf` for the readings made where the two are silent.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from typing import Any, NamedTuple, Optional, Union
+from collections.abc import Callable
+
+import jax
+import jax.numpy as jnp
+import optax
+
+
+class ScaleBySMMFState(NamedTuple):
+  """State of :func:`scale_by_smmf`.
+
+  Every field but ``count`` is a pytree with the structure of the params (None
+  leaves and :class:`optax.MaskedNode` kept). A leaf with ``N`` entries is
+  viewed as a ``rows x cols`` matrix, ``(rows, cols) = square_shape(N)``:
+
+  Attributes:
+    count: number of updates applied, int32 scalar (the paper's ``t - 1``).
+    m_row: row sums of ``|M|``, shape ``(rows,)``.
+    m_col: column sums of ``|M|`` divided by their total, shape ``(cols,)``
+      (``cols <= rows``: the shorter factor is the normalised one).
+    m_sign: the signs of ``M`` (bit set where ``M > 0``), packed 8 to a byte:
+      uint8, shape ``(ceil(N / 8),)``, row-major over the ``rows x cols`` view.
+    v_row: row sums of ``V``, shape ``(rows,)``.
+    v_col: column sums of ``V`` divided by their total, shape ``(cols,)``.
+
+  The factors are float32, or wider if the params are.
+  """
+
+  count: jax.Array
+  m_row: optax.Updates
+  m_col: optax.Updates
+  m_sign: optax.Updates
+  v_row: optax.Updates
+  v_col: optax.Updates
+
+
+@functools.lru_cache(maxsize=None)
+def square_shape(numel: int) -> tuple[int, int]:
+  """SMMF's square-matricization of a tensor with ``numel`` entries.
+
+  Returns ``(numel // i, i)`` with ``i`` the largest divisor of ``numel`` with
+  ``i <= sqrt(numel)``: ``(k, k)`` for ``k * k`` entries, ``(numel, 1)`` for a
+  prime. The tensor is flattened row-major and reshaped to this shape whatever
+  its own shape, so unlike :func:`alada_optax.plan_for` (which only groups
+  whole axes) it is not expressible as a :class:`MatrixDimensionNumbers`.
+  """
+  numel = int(numel)
+  if numel == 0:
+    return 0, 0
+  # math.isqrt gives the same i as the official int(numel ** 0.5): a float
+  # sqrt rounded up to k only when numel < k^2, and then k divides no numel.
+  for i in range(math.isqrt(numel), 0, -1):
+    if numel % i == 0:
+      return numel // i, i
+  return numel, 1  # unreachable
+
+
+def _factor_dtype(dtype) -> jnp.dtype:
+  """Factors and arithmetic: float32, or wider if the params are."""
+  return jnp.promote_types(dtype, jnp.float32)
+
+
+def _leaf_name(path) -> str:
+  return jax.tree_util.keystr(path) or '<root>'
+
+
+def _matrix_shape(shape, vector_reshape: bool) -> tuple[int, int]:
+  """The rows x cols view of a leaf of this shape.
+
+  With ``vector_reshape=False``, a leaf with one non-unit axis (the official
+  code's ``grad.squeeze().dim() == 1``) is kept as a ``numel x 1`` matrix: for
+  that shape the rank-one factorization and the sign bits are lossless, so the
+  step is exactly the official unfactored (Adam-like) path.
+  """
+  numel = math.prod(shape)
+  if not vector_reshape and sum(1 for k in shape if k != 1) == 1:
+    return numel, 1
+  return square_shape(numel)
+
+
+def _check_float_leaves(tree: Any, what: str) -> None:
+  for path, leaf in jax.tree_util.tree_leaves_with_path(tree):
+    dtype = jnp.result_type(leaf)
+    if not jnp.issubdtype(dtype, jnp.floating):
+      raise TypeError(
+          f'scale_by_smmf: {what} leaf {_leaf_name(path)} has dtype {dtype}.'
+          ' SMMF only optimizes real floating-point leaves; keep integer,'
+          ' boolean and complex leaves out of it, e.g. with optax.masked or'
+          ' optax.multi_transform.'
+      )
+
+
+def _check_matches_state(updates: Any, state: ScaleBySMMFState) -> None:
+  """Raises an error naming the first leaf where updates and state differ."""
+  is_leaf = lambda x: x is None or isinstance(x, optax.MaskedNode)
+  got = dict(jax.tree_util.tree_leaves_with_path(updates, is_leaf=is_leaf))
+  rows = dict(jax.tree_util.tree_leaves_with_path(state.m_row, is_leaf=is_leaf))
+  cols = dict(jax.tree_util.tree_leaves_with_path(state.m_col, is_leaf=is_leaf))
+  for path in rows:
+    if path not in got:
+      raise ValueError(
+          f'scale_by_smmf: the updates have no leaf {_leaf_name(path)}, which'
+          ' the optimizer state has. Were the updates built from other params'
+          ' than those given to init?'
+      )
+  for path, g in got.items():
+    if path not in rows:
+      raise ValueError(
+          f'scale_by_smmf: the updates have a leaf {_leaf_name(path)} that'
+          ' the optimizer state lacks. Were the updates built from other'
+          ' params than those given to init?'
+      )
+    r = rows[path]
+    if is_leaf(g) or is_leaf(r):
+      if type(g) is not type(r):
+        raise ValueError(
+            f'scale_by_smmf: leaf {_leaf_name(path)} is {type(g).__name__} in'
+            f' the updates but {type(r).__name__} in the optimizer state.'
+        )
+      continue
+    size = jnp.size(r) * jnp.size(cols[path])
+    if jnp.size(g) != size:
+      raise ValueError(
+          f'scale_by_smmf: leaf {_leaf_name(path)} has shape {jnp.shape(g)}'
+          f' ({jnp.size(g)} entries) in the updates but the optimizer state'
+          f' holds a {jnp.size(r)} x {jnp.size(cols[path])} matrix for it.'
+      )
+  if jax.tree.structure(updates, is_leaf=is_leaf) != jax.tree.structure(
+      state.m_row, is_leaf=is_leaf
+  ):
+    raise ValueError(
+        'scale_by_smmf: the updates and the optimizer state have the same'
+        ' leaves but different tree structures: '
+        f'{jax.tree.structure(updates)} vs {jax.tree.structure(state.m_row)}.'
+    )
+
+
+def _compress(a: jax.Array) -> tuple[jax.Array, jax.Array]:
+  """Rank-one non-negative factors of ``a >= 0``: its row and column sums,
+  the shorter one divided by its total (left as is when the total is 0), so
+  that ``outer(row, col)`` has ``a``'s row and column sums."""
+  row, col = jnp.sum(a, axis=1), jnp.sum(a, axis=0)
+  if a.shape[0] < a.shape[1]:  # never for square_shape (rows >= cols)
+    total = jnp.sum(row)
+    row = row / jnp.where(total != 0, total, 1)
+  else:
+    total = jnp.sum(col)
+    col = col / jnp.where(total != 0, total, 1)
+  return row, col
+
+
+@functools.partial(jax.jit, static_argnames='matrix_shape')
+def _smmf_leaf(
+    g: jax.Array,
+    m_row: jax.Array,
+    m_col: jax.Array,
+    m_sign: jax.Array,
+    v_row: jax.Array,
+    v_col: jax.Array,
+    count: jax.Array,
+    beta: jax.Array,
+    eps: jax.Array,
+    decay_rate: jax.Array,
+    growth_rate: jax.Array,
+    matrix_shape: tuple[int, int],
+) -> tuple[jax.Array, ...]:
+  """One SMMF step for one leaf: decompress, update, compress, step.
+
+  Returns the direction ``M / (sqrt(V) + eps)`` in the leaf's shape (factor
+  dtype) and the new ``(m_row, m_col, m_sign, v_row, v_col)``.
+  """
+  dtype = _factor_dtype(g.dtype)
+  beta, eps, decay_rate, growth_rate = (
+      jnp.asarray(x, dtype) for x in (beta, eps, decay_rate, growth_rate))
+  rows, cols = matrix_shape
+  shape = g.shape
+  g = g.astype(dtype).reshape(rows, cols)
+  t = count.astype(dtype) + 1  # the paper's t = 1, 2, ...
+
+  # Decompression: M_{t-1} = S o (r_m c_m^T), V_{t-1} = r_v c_v^T.
+  positive = jnp.unpackbits(m_sign, count=rows * cols).reshape(rows, cols)
+  m_abs = m_row[:, None] * m_col[None, :]
+  m = jnp.where(positive.astype(bool), m_abs, -m_abs)
+  v = v_row[:, None] * v_col[None, :]
+
+  # Time-varying rates: beta_m = beta growth^(t-1), beta_v = 1 - t^decay.
+  beta_m = beta * growth_rate ** (t - 1)
+  beta_v = 1 - t**decay_rate
+  m = beta_m * m + (1 - beta_m) * g
+  v = beta_v * v + (1 - beta_v) * (g * g)
+
+  # Compression: signs to bits, |M| and V to rank-one factors.
+  m_sign = jnp.packbits((m > 0).reshape(-1))
+  m_row, m_col = _compress(jnp.abs(m))
+  v_row, v_col = _compress(v)
+
+  # The step uses the dense M_t and V_t, before compression.
+  direction = m / (jnp.sqrt(v) + eps)
+  return direction.reshape(shape), m_row, m_col, m_sign, v_row, v_col
+
+
+def scale_by_smmf(
+    beta: jax.typing.ArrayLike = 0.9,
+    eps: jax.typing.ArrayLike = 1e-8,
+    decay_rate: jax.typing.ArrayLike = -0.5,
+    growth_rate: jax.typing.ArrayLike = 0.999,
+    vector_reshape: bool = True,
+) -> optax.GradientTransformation:
+  r"""Rescale updates according to SMMF.
+
+  See :func:`smmf` for the math and the readings of the paper it makes.
+
+  Args:
+    beta: Base decay rate of the first moment; step ``t`` uses
+      ``beta * growth_rate ** (t - 1)``.
+    eps: Added to ``sqrt(V)`` in the denominator.
+    decay_rate: Exponent of the second moment's rate ``1 - t ** decay_rate``,
+      in ``[-1, 0]``: the paper recommends -0.5 for CNNs and -0.8 for
+      Transformers.
+    growth_rate: Per-step factor of the first moment's rate.
+    vector_reshape: If True (the paper's default), every leaf, vectors
+      included, is square-matricized. If False, leaves with one non-unit axis
+      keep an exact, unfactored first and second moment (stored as a
+      ``numel x 1`` factorization, which is lossless).
+
+  Returns:
+    A :class:`optax.GradientTransformation`.
+  """
+
+  def init_fn(params):
+    _check_float_leaves(params, 'parameter')
+
+    def factor(x, i):
+      return jnp.zeros(
+          _matrix_shape(jnp.shape(x), vector_reshape)[i],
+          _factor_dtype(jnp.result_type(x)))
+
+    def sign(x):
+      return jnp.zeros((-(-math.prod(jnp.shape(x)) // 8),), jnp.uint8)
+
+    return ScaleBySMMFState(
+        count=jnp.zeros([], jnp.int32),
+        m_row=jax.tree.map(lambda x: factor(x, 0), params),
+        m_col=jax.tree.map(lambda x: factor(x, 1), params),
+        m_sign=jax.tree.map(sign, params),
+        v_row=jax.tree.map(lambda x: factor(x, 0), params),
+        v_col=jax.tree.map(lambda x: factor(x, 1), params),
+    )
+
+  def update_fn(updates, state, params=None):
+    del params
+    if not isinstance(state, ScaleBySMMFState):
+      raise TypeError(
+          'scale_by_smmf: expected a ScaleBySMMFState, got'
+          f' {type(state).__name__}. Was this state made by another optimizer?'
+      )
+    _check_matches_state(updates, state)
+    _check_float_leaves(updates, 'update')
+
+    def leaf(g, m_row, m_col, m_sign, v_row, v_col):
+      return _smmf_leaf(
+          g, m_row, m_col, m_sign, v_row, v_col, state.count, beta, eps,
+          decay_rate, growth_rate,
+          matrix_shape=_matrix_shape(jnp.shape(g), vector_reshape))
+
+    out = jax.tree.map(leaf, updates, state.m_row, state.m_col, state.m_sign,
+                       state.v_row, state.v_col)
+    treedef = jax.tree.structure(updates)
+    direction, m_row, m_col, m_sign, v_row, v_col = (
+        jax.tree.unflatten(treedef, [o[i] for o in treedef.flatten_up_to(out)])
+        for i in range(6)
+    )
+    direction = jax.tree.map(lambda d, g: d.astype(g.dtype), direction, updates)
+    return direction, ScaleBySMMFState(
+        count=optax.safe_increment(state.count), m_row=m_row, m_col=m_col,
+        m_sign=m_sign, v_row=v_row, v_col=v_col)
+
+  return optax.GradientTransformation(init_fn, update_fn)
+
+
+def smmf(
+    learning_rate: optax.ScalarOrSchedule = 1e-3,
+    beta: jax.typing.ArrayLike = 0.9,
+    eps: jax.typing.ArrayLike = 1e-8,
+    decay_rate: jax.typing.ArrayLike = -0.5,
+    growth_rate: jax.typing.ArrayLike = 0.999,
+    weight_decay: optax.ScalarOrSchedule = 0.0,
+    mask: Optional[Union[Any, Callable[[optax.Params], Any]]] = None,
+    vector_reshape: bool = True,
+) -> optax.GradientTransformationExtraArgs:
+  r"""SMMF: square-matricized momentum factorization, a memory-efficient Adam.
+
+  SMMF views every tensor, whatever its rank, as a near-square ``r x c``
+  matrix (:func:`square_shape`) and stores both of Adam's moments as rank-one
+  non-negative factors of that matrix, plus the first moment's signs as one
+  bit per entry: about ``2 (r + c)`` floats and ``r c / 8`` bytes per tensor,
+  against Adam's ``2 r c`` floats.
+
+  With :math:`t = 1, 2, \dots` the step, :math:`G_t` the gradient viewed as an
+  ``r x c`` matrix, :math:`\beta, \lambda, \gamma, \varepsilon` the arguments
+  ``beta``, ``growth_rate``, ``decay_rate``, ``eps``:
+
+  .. math::
+
+    \begin{align*}
+      \hat M_{t-1} &\leftarrow S_{t-1} \odot (r^m_{t-1} {c^m_{t-1}}^\top),
+        \qquad \hat V_{t-1} \leftarrow r^v_{t-1} {c^v_{t-1}}^\top \\
+      \beta_{1,t} &\leftarrow \beta \lambda^{t-1},
+        \qquad \beta_{2,t} \leftarrow 1 - t^{\gamma} \\
+      M_t &\leftarrow \beta_{1,t} \hat M_{t-1} + (1 - \beta_{1,t}) G_t,
+        \qquad V_t \leftarrow \beta_{2,t} \hat V_{t-1}
+        + (1 - \beta_{2,t}) G_t^2 \\
+      S_t &\leftarrow \operatorname{sign}(M_t),
+        \quad (r^m_t, c^m_t) \leftarrow \operatorname{NNMF}(|M_t|),
+        \quad (r^v_t, c^v_t) \leftarrow \operatorname{NNMF}(V_t) \\
+      u_t &\leftarrow -\eta_t \left( \frac{M_t}{\sqrt{V_t} + \varepsilon}
+        + w X_{t-1} \right)
+    \end{align*}
+
+  where :math:`\operatorname{NNMF}(A)` is the row sums and the column sums of
+  ``A``, the shorter of the two divided by its total (so that
+  :math:`r c^\top` has ``A``'s row and column sums), and :math:`S` is +1 where
+  the bit is set, -1 elsewhere.
+
+  Readings of the paper and the official code made explicit:
+
+  * **The step uses the dense** :math:`M_t, V_t` of this step, before
+    compression (as the official code does; the compressed factors only
+    carry the moments to the next step). There is no bias correction.
+  * **Signs.** The bit is ``M_t > 0``; an entry with ``M_t == 0`` decompresses
+    as :math:`-|\hat M|`, as in the official code. The bits are packed 8 to a
+    byte (``jnp.packbits``, row-major over the matrix view): 1 bit per entry,
+    where the official code keeps a bool (a byte) per entry.
+  * **Square-matricization** is a row-major reshape of the flattened tensor to
+    ``(N // i, i)``, ``i`` the largest divisor of ``N`` with ``i <= sqrt(N)``:
+    vectors and scalars included by default (``vector_reshape=True``), primes
+    give ``N x 1`` (exact for both moments). Like the official code, it is
+    blind to the tensor's axes. The reshape is free for an unsharded array but
+    cannot follow a parameter's sharding.
+  * **The normalised factor** is the column factor: ``i <= N // i`` always,
+    and the official code normalises the column factor for square matrices.
+    A zero total is left undivided.
+  * ``vector_reshape=False`` keeps, as the official code does, an exact Adam
+    state (same rates, no bias correction) for leaves with one non-unit axis;
+    it is stored as a lossless ``N x 1`` factorization (``N + 1`` floats and
+    ``N`` bits per moment pair rather than ``2 N`` floats).
+  * **Step count.** One count for all leaves, ``t = count + 1`` (the official
+    code counts per parameter from its first gradient, the same thing when
+    every leaf gets a gradient every step).
+  * **dtypes.** Factors and arithmetic are float32 (or wider if the params
+    are); updates have the params' dtype.
+  * **Weight decay** is decoupled, :math:`-\eta_t w X_{t-1}` with :math:`w`
+    the argument ``weight_decay``, the
+    official default (``weight_decay_mode='adamw'``), through
+    :func:`optax.add_decayed_weights`. The official code's coupled
+    ``'adam'`` mode is ``optax.chain(optax.add_decayed_weights(wd),
+    scale_by_smmf(), optax.scale_by_learning_rate(lr))``.
+
+  The official code's ``beta=None`` (no first moment) is not offered.
+
+  Args:
+    learning_rate: A global scaling factor, either fixed or evolving along
+      iterations with a scheduler, see :func:`optax.scale_by_learning_rate`.
+    beta: Base decay rate of the first moment.
+    eps: Added to ``sqrt(V)`` in the denominator.
+    decay_rate: Exponent ``gamma`` of the second moment's rate
+      ``1 - t ** gamma``; -0.5 (CNNs) to -0.8 (Transformers) recommended.
+    growth_rate: Factor ``lambda`` of the first moment's rate
+      ``beta * lambda ** (t - 1)``.
+    weight_decay: Strength of the decoupled weight decay.
+    mask: A tree with the params' structure (or a prefix), or a callable
+      returning one, whose booleans say which leaves weight decay applies to.
+    vector_reshape: Square-matricize leaves with one non-unit axis too (the
+      default); if False they keep an exact, unfactored state.
+
+  Returns:
+    The corresponding :class:`optax.GradientTransformationExtraArgs`.
+
+  Examples:
+    >>> import jax.numpy as jnp
+    >>> import jax, optax
+    >>> from alada_optax.smmf import smmf
+    >>> def f(x): return jnp.sum((x - 1.0) ** 2)
+    >>> solver = smmf(learning_rate=0.1)
+    >>> params = jnp.zeros((4, 3))
+    >>> opt_state = solver.init(params)
+    >>> for _ in range(200):
+    ...   grads = jax.grad(f)(params)
+    ...   updates, opt_state = solver.update(grads, opt_state, params)
+    ...   params = optax.apply_updates(params, updates)
+    >>> print(f'{f(params):.2f}')
+    0.00
+
+  References:
+    Park & Lee, SMMF: Square-Matricized Momentum Factorization for
+    Memory-Efficient Optimization, AAAI 2025 (arXiv 2412.08894).
+  """
+  return optax.chain(
+      scale_by_smmf(
+          beta=beta,
+          eps=eps,
+          decay_rate=decay_rate,
+          growth_rate=growth_rate,
+          vector_reshape=vector_reshape,
+      ),
+      optax.add_decayed_weights(weight_decay, mask),
+      optax.scale_by_learning_rate(learning_rate),
+  )

@@ -1,0 +1,420 @@
+"""Tests of alada_optax.came: a float64 NumPy transcription, optax habits."""
+
+from __future__ import annotations
+
+import math
+
+import chex
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+from alada_optax.came import ScaleByCAMEState, came, scale_by_came
+from tests.optax_checks import OptaxCommonChecks
+
+# -- the float64 NumPy transcription of the official CAME step ----------------
+
+
+class CameLeaf:
+  """One parameter's CAME state and step, transcribed from the official code
+  (yangluo7/CAME, ``CAME.step``) in float64, for the leaf's own axes (no
+  matrix-view helpers: means over ``axis=-1`` and ``axis=-2``)."""
+
+  def __init__(self, shape, b1=0.9, b2=0.999, b3=0.9999, eps1=1e-30,
+               eps2=1e-16, clipping_threshold=1.0):
+    self.shape = tuple(shape)
+    self.b1, self.b2, self.b3 = b1, b2, b3
+    self.eps1, self.eps2, self.d = eps1, eps2, clipping_threshold
+    self.factored = len(self.shape) >= 2
+    self.exp_avg = np.zeros(self.shape)
+    if self.factored:
+      self.sq_row = np.zeros(self.shape[:-1])
+      self.sq_col = np.zeros(self.shape[:-2] + self.shape[-1:])
+      self.res_row = np.zeros(self.shape[:-1])
+      self.res_col = np.zeros(self.shape[:-2] + self.shape[-1:])
+    else:
+      self.sq = np.zeros(self.shape)
+    self.clipped = []  # whether each step's update was clipped
+
+  @staticmethod
+  def _rms(x):
+    return np.linalg.norm(x.reshape(-1)) / math.sqrt(x.size)
+
+  @staticmethod
+  def _approx_sq_grad(row, col):
+    r = 1.0 / np.sqrt(row / row.mean(axis=-1, keepdims=True))
+    return r[..., :, None] * (1.0 / np.sqrt(col))[..., None, :]
+
+  def step(self, grad):
+    """Returns the official ``update`` (the step is ``-lr * update``)."""
+    update = grad**2 + self.eps1
+    if self.factored:
+      self.sq_row = self.b2 * self.sq_row + (1 - self.b2) * update.mean(-1)
+      self.sq_col = self.b2 * self.sq_col + (1 - self.b2) * update.mean(-2)
+      update = self._approx_sq_grad(self.sq_row, self.sq_col) * grad
+    else:
+      self.sq = self.b2 * self.sq + (1 - self.b2) * update
+      update = grad / np.sqrt(self.sq)
+    if self.d is not None:
+      scale = max(self._rms(update) / self.d, 1.0)
+      self.clipped.append(scale > 1.0)
+      update = update / scale
+    self.exp_avg = self.b1 * self.exp_avg + (1 - self.b1) * update
+    res = (update - self.exp_avg) ** 2 + self.eps2
+    if self.factored:
+      self.res_row = self.b3 * self.res_row + (1 - self.b3) * res.mean(-1)
+      self.res_col = self.b3 * self.res_col + (1 - self.b3) * res.mean(-2)
+      return self._approx_sq_grad(self.res_row, self.res_col) * self.exp_avg
+    return self.exp_avg.copy()
+
+
+def run_reference(x0, grad_fn, steps, lr, weight_decay=0.0, **kwargs):
+  """The official loop in float64: ``p -= wd lr p``, then ``p -= lr update``."""
+  lr_fn = lr if callable(lr) else (lambda t: lr)
+  x = {k: np.array(v, np.float64) for k, v in x0.items()}
+  leaves = {k: CameLeaf(np.shape(v), **kwargs) for k, v in x.items()}
+  history = []
+  for t in range(steps):
+    g = grad_fn(x, t)
+    eta = float(lr_fn(t))
+    for k in x:
+      update = leaves[k].step(g[k])
+      x[k] = x[k] - weight_decay * eta * x[k]
+      x[k] = x[k] - eta * update
+    history.append({k: v.copy() for k, v in x.items()})
+  return history, leaves
+
+
+# -- helpers ------------------------------------------------------------------
+
+SHAPES = {
+    'matrix': (4, 6),
+    'stacked': (2, 3, 5),  # two 3 x 5 matrices
+    'conv': (3, 1, 2, 4),  # HWIO: 3 x 1 batch of 2 x 4 matrices
+    'row': (1, 5),  # factored, one row
+    'col': (5, 1),  # factored, one column
+    'vector': (7,),  # unfactored
+    'scalar': (),  # unfactored
+}
+
+
+def _quadratic_problem(seed=0, shapes=SHAPES):
+  """Noisy quadratic: g = 0.5 (x - target) + noise_t (numpy, float64)."""
+  rng = np.random.default_rng(seed)
+  target = {k: rng.normal(size=s) for k, s in shapes.items()}
+  x0 = {k: rng.normal(size=s) for k, s in shapes.items()}
+  noise = [{k: 0.3 * rng.normal(size=s) for k, s in shapes.items()}
+           for _ in range(64)]
+
+  def grad_fn(x, t):
+    return {k: 0.5 * (x[k] - target[k]) + noise[t][k] for k in x}
+
+  return x0, grad_fn
+
+
+def _run_optax(opt, x0, grad_fn, steps, dtype=jnp.float64):
+  params = {k: jnp.asarray(v, dtype) for k, v in x0.items()}
+  state = opt.init(params)
+
+  @jax.jit
+  def apply(grads, state, params):
+    updates, state = opt.update(grads, state, params)
+    return optax.apply_updates(params, updates), state
+
+  history = []
+  for t in range(steps):
+    grads = grad_fn({k: np.asarray(v) for k, v in params.items()}, t)
+    grads = {k: jnp.asarray(v, dtype) for k, v in grads.items()}
+    params, state = apply(grads, state, params)
+    history.append({k: np.asarray(v) for k, v in params.items()})
+  return history, state
+
+
+def _max_rel_err(a, b):
+  return max(float(np.max(np.abs(a[k] - b[k]) / (np.abs(b[k]) + 1e-300)))
+             for k in b)
+
+
+# -- exactness against the float64 transcription -----------------------------
+
+@pytest.mark.parametrize(
+    'make_opt, kwargs',
+    [
+        pytest.param(lambda lr, wd, **kw: came(lr, weight_decay=wd, **kw), {},
+                     id='alias-defaults'),
+        # Fast second moment and a larger d: clipped and unclipped steps mix.
+        pytest.param(
+            lambda lr, wd, **kw: optax.chain(
+                scale_by_came(**kw), optax.add_decayed_weights(wd),
+                optax.scale_by_learning_rate(lr)),
+            dict(b1=0.8, b2=0.6, b3=0.9, eps1=1e-20, eps2=1e-10,
+                 clipping_threshold=1.3),
+            id='chain-clipping-mixed'),
+        pytest.param(lambda lr, wd, **kw: came(lr, weight_decay=wd, **kw),
+                     dict(clipping_threshold=None), id='no-clipping'),
+    ],
+)
+def test_matches_float64_transcription(make_opt, kwargs):
+  steps, wd = 30, 1e-2
+  lr = lambda t: 0.05 - (0.05 / 60) * t
+  x0, grad_fn = _quadratic_problem()
+  want, leaves = run_reference(x0, grad_fn, steps, lr, weight_decay=wd,
+                               **kwargs)
+  with jax.enable_x64(True):
+    got, state = _run_optax(make_opt(lr, wd, **kwargs), x0, grad_fn, steps)
+  for t in range(steps):
+    err = _max_rel_err(got[t], want[t])
+    assert err < 1e-10, f'step {t}: max relative deviation {err:.3g}'
+  s = state[0]
+  for k, leaf in leaves.items():
+    np.testing.assert_allclose(s.mu[k], leaf.exp_avg, rtol=1e-10)
+    if leaf.factored:
+      np.testing.assert_allclose(s.v_row[k], leaf.sq_row, rtol=1e-10)
+      np.testing.assert_allclose(s.v_col[k], leaf.sq_col, rtol=1e-10)
+      np.testing.assert_allclose(s.res_row[k], leaf.res_row, rtol=1e-10)
+      np.testing.assert_allclose(s.res_col[k], leaf.res_col, rtol=1e-10)
+    else:
+      np.testing.assert_allclose(s.v[k], leaf.sq, rtol=1e-10)
+  if kwargs.get('clipping_threshold', 1.0) == 1.3:
+    clipped = [c for leaf in leaves.values() for c in leaf.clipped]
+    assert any(clipped) and not all(clipped)  # both branches exercised
+  elif 'clipping_threshold' not in kwargs:
+    # Without bias correction the first updates have RMS ~ 1/sqrt(1 - b2).
+    assert all(leaf.clipped[0] for leaf in leaves.values())
+
+
+# -- state bytes --------------------------------------------------------------
+
+def _state_bytes(tree):
+  return sum(x.size * x.dtype.itemsize for x in jax.tree.leaves(tree))
+
+
+def _came_bytes(shape):
+  """mu (float32) + 4 factor vectors per matrix, or mu + v for a vector."""
+  if len(shape) < 2:
+    return 4 * 2 * math.prod(shape) + 4 * 4  # + 4 (1,) placeholders
+  batch = math.prod(shape[:-2])
+  return (4 * math.prod(shape) + 4 * 2 * batch * (shape[-2] + shape[-1])
+          + 4)  # + the (1,) placeholder for v
+
+
+def test_state_bytes_1024x1024():
+  params = jax.ShapeDtypeStruct((1024, 1024), jnp.float32)
+  state = jax.eval_shape(came(1e-3).init, params)[0]
+  n_bytes = _state_bytes(state)
+  assert n_bytes == _came_bytes((1024, 1024)) + 4  # + count
+  assert n_bytes == 4 * 1024 * 1024 + 4 * 4 * 1024 + 4 + 4
+  assert 4.0 < n_bytes / (1024 * 1024) < 4.02  # bytes/param; Adam: 8
+  bf16 = jax.eval_shape(came(1e-3, mu_dtype=jnp.bfloat16).init, params)[0]
+  assert _state_bytes(bf16) == n_bytes - 2 * 1024 * 1024
+
+
+def test_state_bytes_gpt2_small():
+  d, vocab, ctx = 768, 50257, 1024
+  block = [(d,), (d,), (d, 3 * d), (3 * d,), (d, d), (d,), (d,), (d,),
+           (d, 4 * d), (4 * d,), (4 * d, d), (d,)]
+  shapes = [(vocab, d), (ctx, d), (d,), (d,)] + block * 12
+  params = [jax.ShapeDtypeStruct(s, jnp.float32) for s in shapes]
+  state = jax.eval_shape(scale_by_came().init, params)
+  n_params = sum(math.prod(s) for s in shapes)
+  n_bytes = _state_bytes(state)
+  assert n_bytes == sum(_came_bytes(s) for s in shapes) + 4
+  # mu (4 bytes/param) + the factors, + an exact v for the 0.1% in vectors.
+  assert 4.0 < n_bytes / n_params < 4.02  # about half of Adam's 8
+
+
+def test_state_layout():
+  params = {'w': jnp.zeros((2, 3, 5)), 'b': jnp.zeros(5), 's': jnp.zeros(())}
+  s = scale_by_came().init(params)
+  assert ScaleByCAMEState._fields == (
+      'count', 'mu', 'v_row', 'v_col', 'v', 'res_row', 'res_col')
+  chex.assert_shape([s.mu['w'], s.v_row['w'], s.v_col['w'], s.v['w']],
+                    [(2, 3, 5), (2, 3), (2, 5), (1,)])
+  chex.assert_shape([s.res_row['w'], s.res_col['w']], [(2, 3), (2, 5)])
+  chex.assert_shape([s.v['b'], s.v_row['b'], s.res_col['b'], s.v['s']],
+                    [(5,), (1,), (1,), ()])
+
+
+def test_unfactored_leaves_step_by_mu():
+  """Vectors and scalars have no confidence matrix: the direction is mu."""
+  params = {'b': jnp.zeros(5), 's': jnp.zeros(())}
+  opt = scale_by_came()
+  state = opt.init(params)
+  update = jax.jit(opt.update)
+  for t in range(3):
+    grads = {'b': jnp.arange(5.0) - 2 + t, 's': jnp.asarray(0.5 - t)}
+    direction, state = update(grads, state)
+    chex.assert_trees_all_close(direction, state.mu, rtol=1e-7)
+
+
+# -- edge cases ---------------------------------------------------------------
+
+def test_zero_and_extreme_gradients_stay_finite():
+  shapes = {'m': (8, 8), 't': (3, 5, 7), 'v': (6,), 's': ()}
+  rng = np.random.default_rng(0)
+  g0 = {k: jnp.asarray(rng.normal(size=s), jnp.float32)
+        for k, s in shapes.items()}
+  params = jax.tree.map(jnp.zeros_like, g0)
+  opt = came(1e-2)
+  state = opt.init(params)
+  update = jax.jit(opt.update)
+  for t, scale in enumerate([0.0, 1e-30, 1e15, 0.0, -1.0]):
+    grads = jax.tree.map(lambda g: g * scale, g0)
+    updates, state = update(grads, state, params)
+    if t == 0:  # a first gradient of 0 gives a step of 0
+      for u in jax.tree.leaves(updates):
+        np.testing.assert_array_equal(u, 0)
+    params = optax.apply_updates(params, updates)
+    for leaf in jax.tree.leaves((updates, state, params)):
+      assert np.all(np.isfinite(np.asarray(leaf, np.float64)))
+
+
+# -- optax habits -------------------------------------------------------------
+
+def test_dtypes():
+  dtypes = {'f32': jnp.float32, 'bf16': jnp.bfloat16, 'f16': jnp.float16}
+  params = {k: {'w': jnp.ones((4, 3), d), 'b': jnp.ones((3,), d)}
+            for k, d in dtypes.items()}
+  grads = jax.tree.map(lambda x: x * 0.5, params)
+  for mu_dtype in [None, jnp.bfloat16]:
+    opt = came(1e-2, mu_dtype=mu_dtype)
+    state = opt.init(params)
+    updates, new_state = jax.jit(opt.update)(grads, state, params)
+    chex.assert_trees_all_equal_dtypes(updates, params)
+    s = new_state[0]
+    for k, d in dtypes.items():
+      want_mu = d if mu_dtype is None else mu_dtype
+      assert all(x.dtype == want_mu for x in jax.tree.leaves(s.mu[k]))
+    for x in jax.tree.leaves((s.v_row, s.v_col, s.v, s.res_row, s.res_col)):
+      assert x.dtype == jnp.float32
+    chex.assert_trees_all_equal_shapes_and_dtypes(state, new_state)
+
+
+def test_bf16_params_train():
+  params = jnp.zeros((8, 8), jnp.bfloat16)
+  target = jnp.linspace(-1, 1, 64, dtype=jnp.float32).reshape(8, 8)
+  loss = lambda p: jnp.sum((p.astype(jnp.float32) - target) ** 2)
+  opt = came(3e-2)
+  state = opt.init(params)
+
+  @jax.jit
+  def step(params, state):
+    updates, state = opt.update(jax.grad(loss)(params), state, params)
+    return optax.apply_updates(params, updates), state
+
+  for _ in range(300):
+    params, state = step(params, state)
+  assert params.dtype == jnp.bfloat16
+  assert float(loss(params)) < 0.05 * float(loss(jnp.zeros((8, 8))))
+
+
+def test_float64_factors_stay_float64():
+  with jax.enable_x64(True):
+    state = scale_by_came().init({'w': jnp.ones((2, 3), jnp.float64)})
+    assert state.v_row['w'].dtype == jnp.float64
+    assert state.res_col['w'].dtype == jnp.float64
+
+
+def _trajectory(opt, steps=12):
+  params = {'w': jnp.linspace(-1, 2, 12).reshape(3, 4), 'b': jnp.zeros(4)}
+  loss = lambda p: jnp.sum((p['w'] - 0.5) ** 4) + jnp.sum((p['b'] + 1) ** 2)
+  state = opt.init(params)
+
+  @jax.jit
+  def step(params, state):
+    updates, state = opt.update(jax.grad(loss)(params), state, params)
+    return optax.apply_updates(params, updates), state
+
+  out = []
+  for _ in range(steps):
+    params, state = step(params, state)
+    out.append(params)
+  return out
+
+
+def test_inject_hyperparams_same_trajectory():
+  kw = dict(learning_rate=0.05, b1=0.8, b2=0.9, b3=0.99,
+            clipping_threshold=0.5, weight_decay=1e-2)
+  plain = _trajectory(came(**kw))
+  injected = _trajectory(optax.inject_hyperparams(came)(**kw))
+  chex.assert_trees_all_close(injected, plain, rtol=1e-6)
+
+
+def test_no_jit_matches_jit():
+  params = {'w': jnp.linspace(-1, 1, 12).reshape(3, 4), 'b': jnp.ones(4)}
+  opt = came(0.1, weight_decay=1e-3)
+  s1 = s2 = opt.init(params)
+  p1 = p2 = params
+  for t in range(3):
+    grads = jax.tree.map(lambda x: jnp.sin(x * (t + 1)), p1)
+    u1, s1 = opt.update(grads, s1, p1)
+    u2, s2 = jax.jit(opt.update)(grads, s2, p2)
+    chex.assert_trees_all_close(u1, u2, rtol=1e-6, atol=1e-7)
+    p1, p2 = optax.apply_updates(p1, u1), optax.apply_updates(p2, u2)
+
+
+def test_weight_decay_mask():
+  params = {'w': jnp.ones((2, 3)), 'b': jnp.ones(3)}
+  grads = jax.tree.map(jnp.zeros_like, params)  # only weight decay moves
+  opt = came(0.1, weight_decay=0.5, mask={'w': True, 'b': False})
+  updates, _ = opt.update(grads, opt.init(params), params)
+  np.testing.assert_allclose(updates['w'], -0.05 * np.ones((2, 3)), rtol=1e-6)
+  np.testing.assert_array_equal(updates['b'], np.zeros(3))
+
+
+# -- None, MaskedNode and bad inputs ------------------------------------------
+
+def test_none_leaves_and_masked_pass_through():
+  params = {'w': jnp.ones((2, 3)), 'frozen': None,
+            'step': jnp.ones((), jnp.int32)}
+  masked = optax.masked(came(0.1), {'w': True, 'frozen': False, 'step': False})
+  grads = {'w': jnp.ones((2, 3)), 'frozen': None,
+           'step': jnp.zeros((), jnp.int32)}
+  state = masked.init(params)
+  updates, _ = jax.jit(masked.update)(grads, state, params)
+  assert updates['frozen'] is None
+  assert updates['w'].shape == (2, 3)
+
+  multi = optax.multi_transform({'c': came(0.1), 'sgd': optax.sgd(0.1)},
+                                {'w': 'c', 'b': 'sgd'})
+  p2 = {'w': jnp.ones((2, 3)), 'b': jnp.ones(3)}
+  u2, _ = multi.update(p2, multi.init(p2), p2)
+  np.testing.assert_allclose(u2['b'], -0.1 * np.ones(3), rtol=1e-6)
+
+
+def test_integer_leaf_is_named():
+  params = {'layer': {'w': jnp.ones((2, 2)), 'step': jnp.ones((), jnp.int32)}}
+  with pytest.raises(TypeError,
+                     match=r"scale_by_came.*\['layer'\]\['step'\].*int32"):
+    came(0.1).init(params)
+  with pytest.raises(TypeError, match=r"\['flag'\].*bool"):
+    came(0.1).init({'flag': jnp.array([True])})
+
+
+def test_mismatched_grads_are_named():
+  opt = came(0.1)
+  state = opt.init({'a': jnp.ones((2, 2)), 'b': jnp.ones(3)})
+  with pytest.raises(ValueError, match=r"no leaf \['b'\]"):
+    opt.update({'a': jnp.ones((2, 2))}, state)
+  with pytest.raises(ValueError,
+                     match=r"\['c'\] that the optimizer state lacks"):
+    opt.update({'a': jnp.ones((2, 2)), 'b': jnp.ones(3), 'c': jnp.ones(1)},
+               state)
+  with pytest.raises(ValueError, match=r"\['b'\] has shape \(4,\)"):
+    opt.update({'a': jnp.ones((2, 2)), 'b': jnp.ones(4)}, state)
+  with pytest.raises(TypeError, match=r"\['b'\].*int32"):
+    opt.update({'a': jnp.ones((2, 2)), 'b': jnp.ones(3, jnp.int32)}, state)
+
+
+def test_state_from_another_optimizer():
+  params = jnp.ones((2, 2))
+  with pytest.raises(TypeError, match='ScaleByAdamState'):
+    scale_by_came().update(params, optax.scale_by_adam().init(params))
+
+
+class TestCameOptaxChecks(OptaxCommonChecks):
+  OPTIMIZERS = [
+      pytest.param(came, {'learning_rate': 1e-3}, id='came'),
+  ]

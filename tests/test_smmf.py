@@ -1,0 +1,469 @@
+"""Tests of alada_optax.smmf: a float64 NumPy transcription, optax habits."""
+
+from __future__ import annotations
+
+import math
+
+import chex
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+from alada_optax.smmf import ScaleBySMMFState, scale_by_smmf, smmf, square_shape
+from tests.optax_checks import OptaxCommonChecks
+
+# -- the float64 NumPy transcription of the official SMMF step ---------------
+
+
+class SMMFLeaf:
+  """One parameter's SMMF state and step, transcribed from the official code
+  (eai-lab/SMMF, ``SMMF._factorized_adam`` and ``SMMF._adam``) in float64.
+
+  Kept independent of the module under test: the effective shape is the
+  official float-sqrt loop, the sign is a bool matrix (not packed bits), and
+  the unfactored path keeps dense moments.
+  """
+
+  def __init__(self, shape, vector_reshape=True, beta=0.9, eps=1e-8,
+               decay_rate=-0.5, growth_rate=0.999):
+    self.shape = tuple(shape)
+    self.beta, self.eps = beta, eps
+    self.decay_rate, self.growth_rate = decay_rate, growth_rate
+    self.step_count = 1.0
+    squeezed = [k for k in self.shape if k != 1]
+    self.factorized = not (len(squeezed) == 1 and not vector_reshape)
+    numel = int(np.prod(self.shape))
+    if self.factorized:
+      self.eff = self._effective_shape(numel)
+      self.m = (np.zeros(self.eff[0]), np.zeros(self.eff[1]))
+      self.sign = np.zeros(self.eff, dtype=bool)
+      self.v = (np.zeros(self.eff[0]), np.zeros(self.eff[1]))
+    else:
+      self.m = np.zeros(self.shape)
+      self.v = np.zeros(self.shape)
+
+  @staticmethod
+  def _effective_shape(numel):
+    sqrt_num = int(numel**0.5) ** 2
+    if numel == sqrt_num:
+      return (int(numel**0.5),) * 2
+    for i in reversed(range(1, int(numel**0.5) + 1)):
+      if numel % i == 0:
+        return (numel // i, i)
+    return (numel, 1)
+
+  @staticmethod
+  def _nnmf(matrix):
+    row, col = matrix.sum(axis=1), matrix.sum(axis=0)
+    if matrix.shape[0] < matrix.shape[1]:
+      scale = row.sum()
+      if scale != 0:
+        row = row / scale
+    else:
+      scale = col.sum()
+      if scale != 0:
+        col = col / scale
+    return row, col
+
+  def rates(self):
+    beta_m = self.beta * self.growth_rate ** (self.step_count - 1.0)
+    beta_v = 1.0 - self.step_count**self.decay_rate
+    return beta_m, beta_v
+
+  def step(self, grad):
+    """Returns the official ``update`` (the step is ``-lr * update``)."""
+    beta_m, beta_v = self.rates()
+    if self.factorized:
+      grad = grad.reshape(self.eff)
+      m = np.outer(*self.m)
+      m = np.where(self.sign, m, -m)
+      v = np.outer(*self.v)
+      m = m * beta_m + grad * (1.0 - beta_m)
+      v = v * beta_v + grad**2 * (1.0 - beta_v)
+      self.sign = m > 0
+      self.m = self._nnmf(np.abs(m))
+      self.v = self._nnmf(v)
+    else:
+      m = self.m * beta_m + grad * (1.0 - beta_m)
+      v = self.v * beta_v + grad**2 * (1.0 - beta_v)
+      self.m, self.v = m, v
+    update = m / (np.sqrt(v) + self.eps)
+    self.step_count += 1.0
+    return update.reshape(self.shape)
+
+
+def run_reference(x0, grad_fn, steps, lr, weight_decay=0.0, **kwargs):
+  """The official training loop in float64: decoupled ('adamw') decay, then
+  ``p -= lr * update``."""
+  lr_fn = lr if callable(lr) else (lambda t: lr)
+  x = {k: np.array(v, np.float64) for k, v in x0.items()}
+  leaves = {k: SMMFLeaf(np.shape(v), **kwargs) for k, v in x.items()}
+  history = []
+  for t in range(steps):
+    g = grad_fn(x, t)
+    eta = float(lr_fn(t))
+    for k in x:
+      x[k] = x[k] * (1 - eta * weight_decay)
+      x[k] = x[k] - eta * leaves[k].step(g[k])
+    history.append({k: v.copy() for k, v in x.items()})
+  return history, leaves
+
+
+# -- helpers ------------------------------------------------------------------
+
+SHAPES = {
+    'matrix': (4, 6),  # 24 -> 6 x 4
+    'tensor3': (2, 3, 5),  # 30 -> 6 x 5
+    'conv': (3, 3, 2, 4),  # 72 -> 9 x 8
+    'square': (3, 3),  # 9 -> 3 x 3
+    'prime': (7,),  # 7 -> 7 x 1
+    'vector': (16,),  # 16 -> 4 x 4
+    'row_vector': (1, 6),  # 6 -> 3 x 2; a "vector" for vector_reshape=False
+    'scalar': (),  # 1 x 1
+}
+
+
+def _quadratic_problem(seed=0, shapes=SHAPES):
+  """Noisy quadratic: g = 0.5 (x - target) + noise_t (numpy, float64)."""
+  rng = np.random.default_rng(seed)
+  target = {k: rng.normal(size=s) for k, s in shapes.items()}
+  x0 = {k: rng.normal(size=s) for k, s in shapes.items()}
+  noise = [{k: 0.3 * rng.normal(size=s) for k, s in shapes.items()}
+           for _ in range(64)]
+
+  def grad_fn(x, t):
+    return {k: 0.5 * (x[k] - target[k]) + noise[t][k] for k in x}
+
+  return x0, grad_fn
+
+
+def _run_optax(opt, x0, grad_fn, steps, dtype=jnp.float64):
+  params = {k: jnp.asarray(v, dtype) for k, v in x0.items()}
+  state = opt.init(params)
+
+  @jax.jit
+  def apply(grads, state, params):
+    updates, state = opt.update(grads, state, params)
+    return optax.apply_updates(params, updates), state
+
+  history = []
+  for t in range(steps):
+    grads = grad_fn({k: np.asarray(v) for k, v in params.items()}, t)
+    grads = {k: jnp.asarray(v, dtype) for k, v in grads.items()}
+    params, state = apply(grads, state, params)
+    history.append({k: np.asarray(v) for k, v in params.items()})
+  return history, state
+
+
+def _max_rel_err(a, b):
+  return max(float(np.max(np.abs(a[k] - b[k]) / (np.abs(b[k]) + 1e-300)))
+             for k in b)
+
+
+def _unpacked_sign(packed, shape2):
+  bits = np.unpackbits(np.asarray(packed), count=math.prod(shape2))
+  return bits.reshape(shape2).astype(bool)
+
+
+# -- exactness against the float64 transcription -----------------------------
+
+@pytest.mark.parametrize(
+    'make_opt, kwargs',
+    [
+        pytest.param(lambda lr, wd, **kw: smmf(lr, weight_decay=wd, **kw), {},
+                     id='alias'),
+        pytest.param(
+            lambda lr, wd, **kw: optax.chain(
+                scale_by_smmf(**kw), optax.add_decayed_weights(wd),
+                optax.scale_by_learning_rate(lr)),
+            dict(beta=0.8, eps=1e-6, decay_rate=-0.8, growth_rate=0.99),
+            id='chain-transformer-rates'),
+        pytest.param(lambda lr, wd, **kw: smmf(lr, weight_decay=wd, **kw),
+                     dict(vector_reshape=False), id='no-vector-reshape'),
+    ],
+)
+def test_matches_float64_transcription(make_opt, kwargs):
+  steps, wd = 40, 1e-2
+  lr = lambda t: 0.05 - (0.05 / 60) * t
+  x0, grad_fn = _quadratic_problem()
+  want, leaves = run_reference(x0, grad_fn, steps, lr, weight_decay=wd,
+                               **kwargs)
+  with jax.enable_x64(True):
+    got, state = _run_optax(make_opt(lr, wd, **kwargs), x0, grad_fn, steps)
+  for t in range(steps):
+    err = _max_rel_err(got[t], want[t])
+    assert err < 1e-10, f'step {t}: max relative deviation {err:.3g}'
+  s = state[0]
+  for k, leaf in leaves.items():
+    if not leaf.factorized:  # exact (numel x 1) storage of the dense moments
+      m = np.asarray(s.m_row[k]) * np.asarray(s.m_col[k])
+      m = np.where(_unpacked_sign(s.m_sign[k], (m.size, 1))[:, 0], m, -m)
+      np.testing.assert_allclose(m, leaf.m.reshape(-1), rtol=1e-10)
+      np.testing.assert_allclose(
+          np.asarray(s.v_row[k]) * np.asarray(s.v_col[k]),
+          leaf.v.reshape(-1), rtol=1e-10)
+      continue
+    np.testing.assert_allclose(s.m_row[k], leaf.m[0], rtol=1e-10)
+    np.testing.assert_allclose(s.m_col[k], leaf.m[1], rtol=1e-10)
+    np.testing.assert_allclose(s.v_row[k], leaf.v[0], rtol=1e-10)
+    np.testing.assert_allclose(s.v_col[k], leaf.v[1], rtol=1e-10)
+    np.testing.assert_array_equal(_unpacked_sign(s.m_sign[k], leaf.eff),
+                                  leaf.sign)
+
+
+def test_vector_reshape_false_is_unfactored_adam():
+  """The transcription's dense path really differs from the factored one."""
+  x0, grad_fn = _quadratic_problem(shapes={'v': (16,)})
+  factored, _ = run_reference(x0, grad_fn, 5, 0.05)
+  dense, _ = run_reference(x0, grad_fn, 5, 0.05, vector_reshape=False)
+  assert _max_rel_err(factored[-1], dense[-1]) > 1e-6
+
+
+@pytest.mark.parametrize('numel', [0, 1, 2, 3, 4, 6, 7, 12, 24, 30, 72, 97,
+                                   768, 2304, 3072, 50257, 50257 * 768,
+                                   1024 * 1024, 2**31 - 1, 4096 * 11008])
+def test_square_shape(numel):
+  rows, cols = square_shape(numel)
+  assert rows * cols == numel
+  assert (rows, cols) == SMMFLeaf._effective_shape(numel)
+  if numel:
+    assert cols <= math.isqrt(numel) <= rows
+    # No divisor of numel lies strictly between cols and sqrt(numel).
+    assert not any(numel % i == 0
+                   for i in range(cols + 1, math.isqrt(numel) + 1))
+
+
+# -- state bytes --------------------------------------------------------------
+
+def _state_bytes(tree):
+  return sum(x.size * x.dtype.itemsize for x in jax.tree.leaves(tree))
+
+
+def _smmf_bytes(shape):
+  """Two rank-one factor pairs in float32 plus one sign bit per entry."""
+  rows, cols = square_shape(math.prod(shape))
+  return 2 * 4 * (rows + cols) + -(-math.prod(shape) // 8)
+
+
+def test_state_bytes_1024x1024():
+  params = jax.ShapeDtypeStruct((1024, 1024), jnp.float32)
+  state = jax.eval_shape(smmf(1e-3).init, params)
+  smmf_state = state[0]
+  assert smmf_state.m_sign.dtype == jnp.uint8
+  assert smmf_state.m_sign.shape == (1024 * 1024 // 8,)
+  n_bytes = _state_bytes(smmf_state)
+  assert n_bytes == _smmf_bytes((1024, 1024)) + 4  # + count
+  # 1 bit per entry for the signs + 4 vectors of 1024 float32.
+  assert n_bytes == 1024 * 1024 // 8 + 4 * 1024 * 4 + 4
+  assert n_bytes / (1024 * 1024) < 0.141  # bytes/param; Adam: 8
+  # The chained transformations (decay, lr) add only their counters.
+  assert _state_bytes(state) - n_bytes <= 8
+
+
+def _gpt2_small_shapes(vocab=50257, d=768, layers=12, ctx=1024):
+  block = [(d,), (d,), (d, 3 * d), (3 * d,), (d, d), (d,), (d,), (d,),
+           (d, 4 * d), (4 * d,), (4 * d, d), (d,)]
+  return [(vocab, d), (ctx, d), (d,), (d,)] + block * layers
+
+
+def test_state_bytes_gpt2_small():
+  shapes = _gpt2_small_shapes()
+  params = [jax.ShapeDtypeStruct(s, jnp.float32) for s in shapes]
+  state = jax.eval_shape(scale_by_smmf().init, params)
+  n_params = sum(math.prod(s) for s in shapes)
+  n_bytes = _state_bytes(state)
+  assert n_bytes == sum(_smmf_bytes(s) for s in shapes) + 4
+  # ~124M params: the signs are 1 bit each, the factors 4 float32 vectors of
+  # ~sqrt(N) per leaf: 1.075 bits/param in all, 1.7% of Adam's 64.
+  assert n_params / 8 < n_bytes < n_params / 8 * 1.08
+  adam_bytes = _state_bytes(jax.eval_shape(optax.adam(1e-3).init, params))
+  assert n_bytes < adam_bytes / 55
+
+
+def test_sign_bits_are_the_signs_of_m():
+  """The bits are M > 0 row-major over the matrix view, 8 to a byte."""
+  g = jnp.asarray(np.random.default_rng(0).normal(size=(5, 7)), jnp.float32)
+  _, state = jax.jit(scale_by_smmf().update)(g, scale_by_smmf().init(g))
+  # First step: M = (1 - beta) G exactly, so the signs are those of G.
+  np.testing.assert_array_equal(
+      _unpacked_sign(state.m_sign, square_shape(35)),
+      np.asarray(g).reshape(square_shape(35)) > 0)
+  assert state.m_sign.shape == (5,)  # ceil(35 / 8)
+
+
+# -- edge cases ---------------------------------------------------------------
+
+def test_zero_and_extreme_gradients_stay_finite():
+  shapes = {'m': (8, 8), 't': (3, 5, 7), 'v': (6,), 's': ()}
+  rng = np.random.default_rng(0)
+  g0 = {k: jnp.asarray(rng.normal(size=s), jnp.float32)
+        for k, s in shapes.items()}
+  params = jax.tree.map(jnp.zeros_like, g0)
+  opt = smmf(1e-2)
+  state = opt.init(params)
+  update = jax.jit(opt.update)
+  for t, scale in enumerate([0.0, 1e-30, 1e15, 0.0, -1.0]):
+    grads = jax.tree.map(lambda g: g * scale, g0)
+    updates, state = update(grads, state, params)
+    if t == 0:  # M = V = 0: a step of 0 / (0 + eps) = 0
+      for u in jax.tree.leaves(updates):
+        np.testing.assert_array_equal(u, 0)
+    params = optax.apply_updates(params, updates)
+    for leaf in jax.tree.leaves((updates, state, params)):
+      assert np.all(np.isfinite(np.asarray(leaf, np.float64)))
+
+
+# -- optax habits -------------------------------------------------------------
+
+def test_dtypes():
+  dtypes = {'f32': jnp.float32, 'bf16': jnp.bfloat16, 'f16': jnp.float16}
+  params = {k: {'w': jnp.ones((4, 3), d), 'b': jnp.ones((3,), d)}
+            for k, d in dtypes.items()}
+  grads = jax.tree.map(lambda x: x * 0.5, params)
+  opt = smmf(1e-2)
+  state = opt.init(params)
+  updates, new_state = jax.jit(opt.update)(grads, state, params)
+  chex.assert_trees_all_equal_dtypes(updates, params)
+  s = new_state[0]
+  for x in jax.tree.leaves((s.m_row, s.m_col, s.v_row, s.v_col)):
+    assert x.dtype == jnp.float32
+  for x in jax.tree.leaves(s.m_sign):
+    assert x.dtype == jnp.uint8
+  chex.assert_trees_all_equal_shapes_and_dtypes(state, new_state)
+  for x in jax.tree.leaves(updates):  # first step: (1 - beta) G / |G|
+    np.testing.assert_allclose(np.asarray(x, np.float32), -1e-3, rtol=1e-2)
+
+
+def test_bf16_params_train():
+  params = jnp.zeros((8, 8), jnp.bfloat16)
+  target = jnp.linspace(-1, 1, 64, dtype=jnp.float32).reshape(8, 8)
+  loss = lambda p: jnp.sum((p.astype(jnp.float32) - target) ** 2)
+  opt = smmf(3e-2)
+  state = opt.init(params)
+
+  @jax.jit
+  def step(params, state):
+    updates, state = opt.update(jax.grad(loss)(params), state, params)
+    return optax.apply_updates(params, updates), state
+
+  for _ in range(300):
+    params, state = step(params, state)
+  assert params.dtype == jnp.bfloat16
+  assert float(loss(params)) < 0.05 * float(loss(jnp.zeros((8, 8))))
+
+
+def test_float64_factors_stay_float64():
+  with jax.enable_x64(True):
+    state = scale_by_smmf().init({'w': jnp.ones((2, 3), jnp.float64)})
+    assert state.m_row['w'].dtype == jnp.float64
+    assert state.v_col['w'].dtype == jnp.float64
+
+
+def _trajectory(opt, steps=12):
+  params = {'w': jnp.linspace(-1, 2, 12).reshape(3, 4), 'b': jnp.zeros(4)}
+  loss = lambda p: jnp.sum((p['w'] - 0.5) ** 4) + jnp.sum((p['b'] + 1) ** 2)
+  state = opt.init(params)
+
+  @jax.jit
+  def step(params, state):
+    updates, state = opt.update(jax.grad(loss)(params), state, params)
+    return optax.apply_updates(params, updates), state
+
+  out = []
+  for _ in range(steps):
+    params, state = step(params, state)
+    out.append(params)
+  return out
+
+
+def test_inject_hyperparams_same_trajectory():
+  kw = dict(learning_rate=0.05, beta=0.8, decay_rate=-0.8, growth_rate=0.99,
+            weight_decay=1e-2)
+  plain = _trajectory(smmf(**kw))
+  injected = _trajectory(optax.inject_hyperparams(smmf)(**kw))
+  chex.assert_trees_all_close(injected, plain, rtol=1e-6)
+
+
+def test_no_jit_matches_jit():
+  params = {'w': jnp.linspace(-1, 1, 12).reshape(3, 4), 'b': jnp.ones(4)}
+  opt = smmf(0.1, weight_decay=1e-3)
+  s1 = s2 = opt.init(params)
+  p1 = p2 = params
+  for t in range(3):
+    grads = jax.tree.map(lambda x: jnp.sin(x * (t + 1)), p1)
+    u1, s1 = opt.update(grads, s1, p1)
+    u2, s2 = jax.jit(opt.update)(grads, s2, p2)
+    chex.assert_trees_all_close(u1, u2, rtol=1e-6, atol=1e-7)
+    p1, p2 = optax.apply_updates(p1, u1), optax.apply_updates(p2, u2)
+
+
+def test_weight_decay_mask():
+  params = {'w': jnp.ones((2, 3)), 'b': jnp.ones(3)}
+  grads = jax.tree.map(jnp.zeros_like, params)  # only weight decay moves
+  opt = smmf(0.1, weight_decay=0.5, mask={'w': True, 'b': False})
+  updates, _ = opt.update(grads, opt.init(params), params)
+  np.testing.assert_allclose(updates['w'], -0.05 * np.ones((2, 3)), rtol=1e-6)
+  np.testing.assert_array_equal(updates['b'], np.zeros(3))
+
+
+# -- None, MaskedNode and bad inputs ------------------------------------------
+
+def test_none_leaves_and_masked_pass_through():
+  params = {'w': jnp.ones((2, 3)), 'frozen': None,
+            'step': jnp.ones((), jnp.int32)}
+  masked = optax.masked(smmf(0.1), {'w': True, 'frozen': False, 'step': False})
+  grads = {'w': jnp.ones((2, 3)), 'frozen': None,
+           'step': jnp.zeros((), jnp.int32)}
+  state = masked.init(params)
+  updates, _ = jax.jit(masked.update)(grads, state, params)
+  assert updates['frozen'] is None
+  assert updates['w'].shape == (2, 3)
+
+  multi = optax.multi_transform({'s': smmf(0.1), 'sgd': optax.sgd(0.1)},
+                                {'w': 's', 'b': 'sgd'})
+  p2 = {'w': jnp.ones((2, 3)), 'b': jnp.ones(3)}
+  u2, _ = multi.update(p2, multi.init(p2), p2)
+  np.testing.assert_allclose(u2['b'], -0.1 * np.ones(3), rtol=1e-6)
+
+
+def test_integer_leaf_is_named():
+  params = {'layer': {'w': jnp.ones((2, 2)), 'step': jnp.ones((), jnp.int32)}}
+  with pytest.raises(TypeError,
+                     match=r"scale_by_smmf.*\['layer'\]\['step'\].*int32"):
+    smmf(0.1).init(params)
+  with pytest.raises(TypeError, match=r"\['flag'\].*bool"):
+    smmf(0.1).init({'flag': jnp.array([True])})
+
+
+def test_mismatched_grads_are_named():
+  opt = smmf(0.1)
+  state = opt.init({'a': jnp.ones((2, 2)), 'b': jnp.ones(3)})
+  with pytest.raises(ValueError, match=r"no leaf \['b'\]"):
+    opt.update({'a': jnp.ones((2, 2))}, state)
+  with pytest.raises(ValueError,
+                     match=r"\['c'\] that the optimizer state lacks"):
+    opt.update({'a': jnp.ones((2, 2)), 'b': jnp.ones(3), 'c': jnp.ones(1)},
+               state)
+  with pytest.raises(ValueError, match=r"\['b'\] has shape \(4,\)"):
+    opt.update({'a': jnp.ones((2, 2)), 'b': jnp.ones(4)}, state)
+  with pytest.raises(TypeError, match=r"\['b'\].*int32"):
+    opt.update({'a': jnp.ones((2, 2)), 'b': jnp.ones(3, jnp.int32)}, state)
+
+
+def test_state_from_another_optimizer():
+  params = jnp.ones((2, 2))
+  with pytest.raises(TypeError, match='ScaleByAdamState'):
+    scale_by_smmf().update(params, optax.scale_by_adam().init(params))
+
+
+def test_state_fields():
+  assert ScaleBySMMFState._fields == (
+      'count', 'm_row', 'm_col', 'm_sign', 'v_row', 'v_col')
+
+
+class TestSMMFOptaxChecks(OptaxCommonChecks):
+  OPTIMIZERS = [
+      pytest.param(smmf, {'learning_rate': 1e-3}, id='smmf'),
+  ]
