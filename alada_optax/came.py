@@ -16,6 +16,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from alada_optax import _validation
 from alada_optax import matricize
 
 # The factored view of a leaf with two or more axes: rows along its
@@ -60,72 +61,11 @@ class ScaleByCAMEState(NamedTuple):
   res_col: optax.Updates
 
 
-def _factor_dtype(dtype) -> jnp.dtype:
-  """Factors, ``v`` and the arithmetic: float32, or wider if the params are."""
-  return jnp.promote_types(dtype, jnp.float32)
-
-
 def _plan(shape) -> Optional[matricize.MatrixPlan]:
   """The factored view of a leaf, or None for vectors and scalars."""
   if len(shape) < 2:
     return None
   return matricize.plan_for(shape, LAST_TWO_AXES)
-
-
-def _leaf_name(path) -> str:
-  return jax.tree_util.keystr(path) or '<root>'
-
-
-def _check_float_leaves(tree: Any, what: str) -> None:
-  for path, leaf in jax.tree_util.tree_leaves_with_path(tree):
-    dtype = jnp.result_type(leaf)
-    if not jnp.issubdtype(dtype, jnp.floating):
-      raise TypeError(
-          f'scale_by_came: {what} leaf {_leaf_name(path)} has dtype {dtype}.'
-          ' CAME only optimizes real floating-point leaves; keep integer,'
-          ' boolean and complex leaves out of it, e.g. with optax.masked or'
-          ' optax.multi_transform.'
-      )
-
-
-def _check_matches_state(updates: Any, mu: Any) -> None:
-  """Raises an error naming the first leaf where updates and state differ."""
-  is_leaf = lambda x: x is None or isinstance(x, optax.MaskedNode)
-  got = dict(jax.tree_util.tree_leaves_with_path(updates, is_leaf=is_leaf))
-  want = dict(jax.tree_util.tree_leaves_with_path(mu, is_leaf=is_leaf))
-  for path in want:
-    if path not in got:
-      raise ValueError(
-          f'scale_by_came: the updates have no leaf {_leaf_name(path)}, which'
-          ' the optimizer state has. Were the updates built from other params'
-          ' than those given to init?'
-      )
-  for path, g in got.items():
-    if path not in want:
-      raise ValueError(
-          f'scale_by_came: the updates have a leaf {_leaf_name(path)} that'
-          ' the optimizer state lacks. Were the updates built from other'
-          ' params than those given to init?'
-      )
-    m = want[path]
-    if (is_leaf(g) or is_leaf(m)) and type(g) is not type(m):
-      raise ValueError(
-          f'scale_by_came: leaf {_leaf_name(path)} is {type(g).__name__} in'
-          f' the updates but {type(m).__name__} in the optimizer state.'
-      )
-    if not is_leaf(g) and jnp.shape(g) != jnp.shape(m):
-      raise ValueError(
-          f'scale_by_came: leaf {_leaf_name(path)} has shape {jnp.shape(g)}'
-          f' in the updates but {jnp.shape(m)} in the optimizer state.'
-      )
-  if jax.tree.structure(updates, is_leaf=is_leaf) != jax.tree.structure(
-      mu, is_leaf=is_leaf
-  ):
-    raise ValueError(
-        'scale_by_came: the updates and the optimizer state have the same'
-        ' leaves but different tree structures: '
-        f'{jax.tree.structure(updates)} vs {jax.tree.structure(mu)}.'
-    )
 
 
 def _factored_rsqrt(
@@ -160,7 +100,7 @@ def _came_leaf(
   Returns the direction (factor dtype) and the new
   ``(mu, v_row, v_col, v, res_row, res_col)``.
   """
-  dtype = _factor_dtype(g.dtype)
+  dtype = _validation.factor_dtype(g.dtype)
   if g.size == 0:  # nothing to do, and no 0 / 0 in the (empty) means
     return g.astype(dtype), mu, v_row, v_col, v, res_row, res_col
   b1, b2, b3, eps1, eps2 = (
@@ -226,12 +166,12 @@ def scale_by_came(
   clip = clipping_threshold is not None
 
   def init_fn(params):
-    _check_float_leaves(params, 'parameter')
+    _validation.check_float_leaves(params, 'parameter', 'scale_by_came')
 
     def zeros(x, shape_of):
       plan = _plan(jnp.shape(x))
       return jnp.zeros(shape_of(plan, jnp.shape(x)),
-                       _factor_dtype(jnp.result_type(x)))
+                       _validation.factor_dtype(jnp.result_type(x)))
 
     def row(plan, shape):
       return _DUMMY_SHAPE if plan is None else plan.row_factor_shape
@@ -255,13 +195,9 @@ def scale_by_came(
 
   def update_fn(updates, state, params=None):
     del params
-    if not isinstance(state, ScaleByCAMEState):
-      raise TypeError(
-          'scale_by_came: expected a ScaleByCAMEState, got'
-          f' {type(state).__name__}. Was this state made by another optimizer?'
-      )
-    _check_matches_state(updates, state.mu)
-    _check_float_leaves(updates, 'update')
+    _validation.check_state_type(state, ScaleByCAMEState, 'scale_by_came')
+    _validation.check_matches_state(updates, state.mu, 'scale_by_came')
+    _validation.check_float_leaves(updates, 'update', 'scale_by_came')
 
     def leaf(g, mu, v_row, v_col, v, res_row, res_col):
       return _came_leaf(

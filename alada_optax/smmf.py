@@ -17,6 +17,8 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from alada_optax import _validation
+
 
 class ScaleBySMMFState(NamedTuple):
   """State of :func:`scale_by_smmf`.
@@ -67,15 +69,6 @@ def square_shape(numel: int) -> tuple[int, int]:
   return numel, 1  # unreachable
 
 
-def _factor_dtype(dtype) -> jnp.dtype:
-  """Factors and arithmetic: float32, or wider if the params are."""
-  return jnp.promote_types(dtype, jnp.float32)
-
-
-def _leaf_name(path) -> str:
-  return jax.tree_util.keystr(path) or '<root>'
-
-
 def _matrix_shape(shape, vector_reshape: bool) -> tuple[int, int]:
   """The rows x cols view of a leaf of this shape.
 
@@ -88,63 +81,6 @@ def _matrix_shape(shape, vector_reshape: bool) -> tuple[int, int]:
   if not vector_reshape and sum(1 for k in shape if k != 1) == 1:
     return numel, 1
   return square_shape(numel)
-
-
-def _check_float_leaves(tree: Any, what: str) -> None:
-  for path, leaf in jax.tree_util.tree_leaves_with_path(tree):
-    dtype = jnp.result_type(leaf)
-    if not jnp.issubdtype(dtype, jnp.floating):
-      raise TypeError(
-          f'scale_by_smmf: {what} leaf {_leaf_name(path)} has dtype {dtype}.'
-          ' SMMF only optimizes real floating-point leaves; keep integer,'
-          ' boolean and complex leaves out of it, e.g. with optax.masked or'
-          ' optax.multi_transform.'
-      )
-
-
-def _check_matches_state(updates: Any, state: ScaleBySMMFState) -> None:
-  """Raises an error naming the first leaf where updates and state differ."""
-  is_leaf = lambda x: x is None or isinstance(x, optax.MaskedNode)
-  got = dict(jax.tree_util.tree_leaves_with_path(updates, is_leaf=is_leaf))
-  rows = dict(jax.tree_util.tree_leaves_with_path(state.m_row, is_leaf=is_leaf))
-  cols = dict(jax.tree_util.tree_leaves_with_path(state.m_col, is_leaf=is_leaf))
-  for path in rows:
-    if path not in got:
-      raise ValueError(
-          f'scale_by_smmf: the updates have no leaf {_leaf_name(path)}, which'
-          ' the optimizer state has. Were the updates built from other params'
-          ' than those given to init?'
-      )
-  for path, g in got.items():
-    if path not in rows:
-      raise ValueError(
-          f'scale_by_smmf: the updates have a leaf {_leaf_name(path)} that'
-          ' the optimizer state lacks. Were the updates built from other'
-          ' params than those given to init?'
-      )
-    r = rows[path]
-    if is_leaf(g) or is_leaf(r):
-      if type(g) is not type(r):
-        raise ValueError(
-            f'scale_by_smmf: leaf {_leaf_name(path)} is {type(g).__name__} in'
-            f' the updates but {type(r).__name__} in the optimizer state.'
-        )
-      continue
-    size = jnp.size(r) * jnp.size(cols[path])
-    if jnp.size(g) != size:
-      raise ValueError(
-          f'scale_by_smmf: leaf {_leaf_name(path)} has shape {jnp.shape(g)}'
-          f' ({jnp.size(g)} entries) in the updates but the optimizer state'
-          f' holds a {jnp.size(r)} x {jnp.size(cols[path])} matrix for it.'
-      )
-  if jax.tree.structure(updates, is_leaf=is_leaf) != jax.tree.structure(
-      state.m_row, is_leaf=is_leaf
-  ):
-    raise ValueError(
-        'scale_by_smmf: the updates and the optimizer state have the same'
-        ' leaves but different tree structures: '
-        f'{jax.tree.structure(updates)} vs {jax.tree.structure(state.m_row)}.'
-    )
 
 
 def _compress(a: jax.Array) -> tuple[jax.Array, jax.Array]:
@@ -181,7 +117,7 @@ def _smmf_leaf(
   Returns the direction ``M / (sqrt(V) + eps)`` in the leaf's shape (factor
   dtype) and the new ``(m_row, m_col, m_sign, v_row, v_col)``.
   """
-  dtype = _factor_dtype(g.dtype)
+  dtype = _validation.factor_dtype(g.dtype)
   beta, eps, decay_rate, growth_rate = (
       jnp.asarray(x, dtype) for x in (beta, eps, decay_rate, growth_rate))
   rows, cols = matrix_shape
@@ -240,12 +176,12 @@ def scale_by_smmf(
   """
 
   def init_fn(params):
-    _check_float_leaves(params, 'parameter')
+    _validation.check_float_leaves(params, 'parameter', 'scale_by_smmf')
 
     def factor(x, i):
       return jnp.zeros(
           _matrix_shape(jnp.shape(x), vector_reshape)[i],
-          _factor_dtype(jnp.result_type(x)))
+          _validation.factor_dtype(jnp.result_type(x)))
 
     def sign(x):
       return jnp.zeros((-(-math.prod(jnp.shape(x)) // 8),), jnp.uint8)
@@ -261,13 +197,18 @@ def scale_by_smmf(
 
   def update_fn(updates, state, params=None):
     del params
-    if not isinstance(state, ScaleBySMMFState):
-      raise TypeError(
-          'scale_by_smmf: expected a ScaleBySMMFState, got'
-          f' {type(state).__name__}. Was this state made by another optimizer?'
-      )
-    _check_matches_state(updates, state)
-    _check_float_leaves(updates, 'update')
+    _validation.check_state_type(state, ScaleBySMMFState, 'scale_by_smmf')
+    # The state holds a rows x cols matrix per leaf, any shape of that size.
+    matrices = jax.tree.map(
+        lambda r, c: jax.ShapeDtypeStruct((r.size, c.size), r.dtype),
+        state.m_row, state.m_col)
+    _validation.check_matches_state(
+        updates, matrices, 'scale_by_smmf',
+        lambda g, mat: None if jnp.size(g) == mat.size else (
+            f'has shape {jnp.shape(g)} ({jnp.size(g)} entries) in the updates'
+            f' but the optimizer state holds a {mat.shape[0]} x'
+            f' {mat.shape[1]} matrix for it'))
+    _validation.check_float_leaves(updates, 'update', 'scale_by_smmf')
 
     def leaf(g, m_row, m_col, m_sign, v_row, v_col):
       return _smmf_leaf(
