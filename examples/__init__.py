@@ -1,0 +1,1 @@
+"""Examples: fine-tuning real pretrained models with Adam, Adafactor and Alada."""
