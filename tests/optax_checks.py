@@ -30,7 +30,9 @@ TARGETS = [
 ]
 
 # Hyperparameters that are static (shape-determining) and cannot be injected.
-STATIC_HPARAMS = ('dimension_numbers', 'mu_dtype', 'mask')
+STATIC_HPARAMS = ('dimension_numbers', 'mu_dtype', 'mask', 'rank',
+                  'subset_size', 'max_rank', 'oversample',
+                  'power_iterations', 'min_dim_size_to_factor')
 
 class OptaxCommonChecks:
   """optax's common optimizer checks; subclasses set ``OPTIMIZERS``.
