@@ -1,0 +1,591 @@
+"""Where Alada's optimizer state lives when the params are sharded.
+
+JAX's SPMD partitioner (``jax.jit`` with :class:`jax.sharding.NamedSharding`)
+does the distributed work; this module only says how the optimizer state
+should be laid out, given the params' layout, so that it can be passed as
+``jax.jit``'s ``out_shardings`` (or ``in_shardings``, or to
+``jax.device_put``, or to orbax as the restore target's shardings). It plays
+the role of t5x's ``derive_logical_axes`` and of big_vision's sharding rules.
+
+For a leaf viewed as a batch of ``m x n`` matrices
+(:class:`~alada_optax.matricize.MatrixPlan`) with PartitionSpec ``spec``:
+
+* ``mu`` gets ``spec`` (it has the leaf's shape).
+* ``p`` (``batch_shape + (m,)``) keeps the spec entries of the batch axes,
+  and its last (row) axis is sharded along the mesh axes of the param's row
+  axes, *where the mesh allows*: a row index merged from several param axes
+  (eq. (12) merges axes) can carry their mesh axes only when the merged
+  layout of the shards is contiguous (see :func:`merged_axis_entry`);
+  otherwise it keeps the longest valid prefix, possibly none (replicated).
+  ``q`` likewise with the column axes.
+* ``v0`` and ``t0`` (``batch_shape``) keep the batch axes' entries.
+* Counters, hyperparameters and other scalars are replicated.
+
+Whatever the layout, the result is only a placement: jit computes the same
+numbers with any shardings (the tests check 8 devices against 1). With these
+shardings the compiled update moves only vector-sized data between devices
+(all-reduces of the row/column sums of ``M~^2``); ``mu`` and the gradient
+never move.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Mapping, Sequence
+from typing import Any, NamedTuple, Optional, Union
+
+import jax
+import numpy as np
+import optax
+from jax.sharding import NamedSharding
+from jax.sharding import PartitionSpec
+
+from alada_optax import matricize
+from alada_optax.alada import ScaleByAladaState
+
+__all__ = (
+    'Collective',
+    'hlo_collective_bytes_per_step',
+    'hlo_collectives',
+    'merged_axis_entry',
+    'scale_by_alada_state_specs',
+    'sharded_init',
+    'state_partition_specs',
+    'state_shardings',
+)
+
+# A PartitionSpec entry: None (not sharded), one mesh axis name, or a tuple of
+# them (major to minor).
+SpecEntry = Union[None, str, tuple]
+
+
+def _is_empty(x: Any) -> bool:
+  return x is None or isinstance(x, optax.MaskedNode)
+
+
+def _entry_axes(entry: SpecEntry) -> tuple:
+  if entry is None or entry is PartitionSpec.UNCONSTRAINED:
+    return ()
+  if isinstance(entry, (tuple, list)):
+    return tuple(entry)
+  return (entry,)
+
+
+def _as_entry(names: Sequence[Any]) -> SpecEntry:
+  names = tuple(names)
+  if not names:
+    return None
+  return names[0] if len(names) == 1 else names
+
+
+def _spec_entries(spec: PartitionSpec, ndim: int) -> tuple:
+  entries = tuple(spec)
+  if len(entries) > ndim:
+    raise ValueError(f'PartitionSpec {spec} has more entries than the rank'
+                     f' {ndim} of its array')
+  return entries + (None,) * (ndim - len(entries))
+
+
+def merged_axis_entry(
+    sizes: Sequence[int],
+    entries: Sequence[SpecEntry],
+    axis_sizes: Optional[Mapping[str, int]] = None,
+) -> SpecEntry:
+  """The spec entry of an axis merged (row-major) from axes with ``entries``.
+
+  Merging axes of sizes ``s_1, ..., s_k`` into one of size ``prod(s_i)``
+  keeps each device's shard contiguous, with shards in the order of the
+  concatenated mesh axes, only as long as every axis before the last sharded
+  one has one element per device. This returns the concatenated mesh axes of
+  the longest prefix of the axes for which that holds (and that divide
+  evenly); the later axes' shardings are dropped (the merged vector is
+  gathered over those mesh axes, a vector-sized exchange).
+
+  Args:
+    sizes: sizes of the merged axes, major to minor.
+    entries: their PartitionSpec entries.
+    axis_sizes: the mesh's axis sizes (``mesh.shape``). Without it (e.g. for
+      logical axis names) only the first sharded axis can be kept, and only if
+      every axis before it has size 1.
+
+  Returns:
+    A PartitionSpec entry: None, a mesh axis name or a tuple of them.
+  """
+  names: list[Any] = []
+  one_per_device_so_far = True
+  for size, entry in zip(sizes, entries):
+    axes = _entry_axes(entry)
+    if not axes:
+      one_per_device_so_far = one_per_device_so_far and size == 1
+      continue
+    if not one_per_device_so_far:
+      break
+    if axis_sizes is None:
+      names.extend(axes)
+      one_per_device_so_far = size == 1
+      continue
+    shards = math.prod(int(axis_sizes[a]) for a in axes)
+    if size % shards:
+      break
+    names.extend(axes)
+    one_per_device_so_far = size // shards == 1
+  return _as_entry(names)
+
+
+def _leaf_specs(
+    plan: matricize.MatrixPlan,
+    spec: PartitionSpec,
+    axis_sizes: Optional[Mapping[str, int]],
+) -> tuple[PartitionSpec, PartitionSpec, PartitionSpec]:
+  """PartitionSpecs of (p, q, v0/t0) for a leaf with ``plan`` and ``spec``."""
+  entries = _spec_entries(spec, len(plan.shape))
+  batch = tuple(entries[a] for a in plan.batch_axes)
+
+  def merged(axes):
+    return merged_axis_entry(
+        [plan.shape[a] for a in axes], [entries[a] for a in axes], axis_sizes
+    )
+
+  return (
+      PartitionSpec(*batch, merged(plan.row_axes)),
+      PartitionSpec(*batch, merged(plan.col_axes)),
+      PartitionSpec(*batch),
+  )
+
+
+def _check_state_matches_plan(path, plan, p, q, v0) -> None:
+  got = (np.shape(p), np.shape(q), np.shape(v0))
+  want = (plan.row_factor_shape, plan.col_factor_shape, plan.batch_shape)
+  if got != want:
+    raise ValueError(
+        f'alada_optax.sharding: for leaf {jax.tree_util.keystr(path)} of shape'
+        f' {plan.shape} the state has p, q, v0 of shapes {got} but the'
+        f' dimension numbers given here give {want}. Pass the same'
+        ' dimension_numbers as to alada()/scale_by_alada().'
+    )
+
+
+def scale_by_alada_state_specs(
+    state: ScaleByAladaState,
+    params_specs: Any,
+    *,
+    dimension_numbers: matricize.DimensionNumbersOrFn = None,
+    axis_sizes: Optional[Mapping[str, int]] = None,
+) -> ScaleByAladaState:
+  """PartitionSpecs for one :class:`ScaleByAladaState`.
+
+  This is the per-state rule; :func:`state_partition_specs` applies it inside
+  any chain of optax states. It also fits t5x's
+  ``OptaxStatePartitionRules._RULES`` (see docs/scaling_out.md).
+
+  Args:
+    state: a ScaleByAladaState (concrete or abstract, e.g. from
+      ``jax.eval_shape``); only shapes are read.
+    params_specs: a pytree with the params' structure of PartitionSpecs (mesh
+      axis names or logical axis names). Leaves that are
+      :class:`optax.MaskedNode` or None in ``state.mu`` are skipped.
+    dimension_numbers: the ``dimension_numbers`` given to the optimizer.
+    axis_sizes: mesh axis sizes (``mesh.shape``); lets a merged row/column
+      axis keep more than its first sharded component
+      (see :func:`merged_axis_entry`).
+
+  Returns:
+    A ScaleByAladaState whose leaves are PartitionSpecs (``count`` is
+    replicated, ``P()``), and MaskedNode / None where ``state.mu`` has them.
+  """
+  mu = state.mu
+  plans = matricize.tree_plans(mu, dimension_numbers)
+  # Align the user's specs with mu: specs are leaves here, so a MaskedNode or
+  # None in mu decides, not the spec tree.
+  is_spec = lambda x: isinstance(x, PartitionSpec) or x is None
+  flat_specs, spec_def = jax.tree.flatten(params_specs, is_leaf=is_spec)
+  flat_mu, mu_def = jax.tree.flatten(mu, is_leaf=_is_empty)
+  if spec_def.num_leaves != mu_def.num_leaves or (
+      jax.tree.structure(jax.tree.unflatten(mu_def, [0] * len(flat_mu)))
+      != jax.tree.structure(jax.tree.unflatten(spec_def, [0] * len(flat_specs)))
+  ):
+    raise ValueError(
+        'alada_optax.sharding: the params specs do not have the structure of'
+        f' the optimizer state\'s params: {spec_def} vs {mu_def}.'
+    )
+  flat_plans = mu_def.flatten_up_to(plans)
+  flat_p = mu_def.flatten_up_to(state.p)
+  flat_q = mu_def.flatten_up_to(state.q)
+  flat_v0 = mu_def.flatten_up_to(state.v0)
+  paths = [k for k, _ in jax.tree_util.tree_leaves_with_path(
+      mu, is_leaf=_is_empty)]
+
+  out = {f: [] for f in ('mu', 'p', 'q', 'v0')}
+  for path, m, spec, plan, p, q, v0 in zip(
+      paths, flat_mu, flat_specs, flat_plans, flat_p, flat_q, flat_v0
+  ):
+    if _is_empty(m):
+      for f in out:
+        out[f].append(m)
+      continue
+    spec = PartitionSpec() if spec is None else spec
+    _check_state_matches_plan(path, plan, p, q, v0)
+    p_spec, q_spec, b_spec = _leaf_specs(plan, spec, axis_sizes)
+    out['mu'].append(PartitionSpec(*_spec_entries(spec, len(plan.shape))))
+    out['p'].append(p_spec)
+    out['q'].append(q_spec)
+    out['v0'].append(b_spec)
+  tree = {f: jax.tree.unflatten(mu_def, v) for f, v in out.items()}
+  return ScaleByAladaState(
+      count=PartitionSpec(),
+      mu=tree['mu'],
+      p=tree['p'],
+      q=tree['q'],
+      v0=tree['v0'],
+      t0=tree['v0'],
+  )
+
+
+def _matches_params(node: Any, params: Any) -> bool:
+  """Whether ``node`` is a copy of the params tree (MaskedNode allowed)."""
+  try:
+    node_def = jax.tree.structure(node, is_leaf=_is_empty)
+    params_def = jax.tree.structure(params, is_leaf=_is_empty)
+  except Exception:  # pylint: disable=broad-except
+    return False
+  if node_def != params_def:
+    return False
+  return all(
+      _is_empty(a) or _is_empty(b) or np.shape(a) == np.shape(b)
+      for a, b in zip(
+          jax.tree.leaves(node, is_leaf=_is_empty),
+          jax.tree.leaves(params, is_leaf=_is_empty),
+      )
+  )
+
+
+def _is_optimizer(x: Any) -> bool:
+  """A GradientTransformation, or e.g. optax.MultiSteps (init + update)."""
+  return (isinstance(x, optax.GradientTransformation)
+          or (callable(getattr(x, 'init', None))
+              and callable(getattr(x, 'update', None))))
+
+
+def state_partition_specs(
+    opt_state: Any,
+    params: Any,
+    params_specs: Any,
+    *,
+    dimension_numbers: matricize.DimensionNumbersOrFn = None,
+    axis_sizes: Optional[Mapping[str, int]] = None,
+) -> Any:
+  """PartitionSpecs for a whole optimizer state that contains Alada.
+
+  Works on the state of ``alada(...)`` and of any optax combination around
+  ``scale_by_alada`` (``optax.chain``, ``inject_hyperparams``, ``MultiSteps``,
+  ``masked``, ``multi_transform``, ...): every
+  :class:`~alada_optax.ScaleByAladaState` inside gets
+  :func:`scale_by_alada_state_specs`; any other subtree that is a copy of the
+  params (MultiSteps' accumulated gradients, another optimizer's moments; a
+  MaskedNode may stand for a leaf) gets the params' specs; every other array
+  (counters, hyperparameters, RNG keys) is replicated, ``P()``.
+
+  Args:
+    opt_state: the optimizer's state, concrete or abstract
+      (``jax.eval_shape(opt.init, params)``), or the optimizer itself (a
+      GradientTransformation, or anything with ``init`` and ``update`` such
+      as ``optax.MultiSteps``), whose state is then built abstractly.
+    params: the params, or their shapes (``jax.ShapeDtypeStruct``).
+    params_specs: a pytree with the params' structure of PartitionSpecs.
+    dimension_numbers: the ``dimension_numbers`` given to Alada.
+    axis_sizes: mesh axis sizes (``mesh.shape``), see
+      :func:`merged_axis_entry`.
+
+  Returns:
+    A pytree with the state's structure whose array leaves are PartitionSpecs.
+  """
+  if _is_optimizer(opt_state):
+    opt_state = jax.eval_shape(opt_state.init, params)
+
+  def walk(node):
+    if isinstance(node, ScaleByAladaState):
+      return scale_by_alada_state_specs(
+          node, params_specs, dimension_numbers=dimension_numbers,
+          axis_sizes=axis_sizes,
+      )
+    if _is_empty(node):
+      return node
+    if jax.tree_util.all_leaves([node]):
+      return PartitionSpec()
+    if _matches_params(node, params):
+      return jax.tree.map(
+          lambda n, s: n if _is_empty(n) else (PartitionSpec() if s is None
+                                               else s),
+          node, params_specs,
+          is_leaf=lambda x: _is_empty(x) or isinstance(x, PartitionSpec),
+      )
+    children, treedef = jax.tree.flatten(node, is_leaf=lambda x: x is not node)
+    return jax.tree.unflatten(treedef, [walk(c) for c in children])
+
+  return walk(opt_state)
+
+
+def state_shardings(
+    opt_state: Any,
+    params: Any,
+    params_shardings: Any = None,
+    *,
+    dimension_numbers: matricize.DimensionNumbersOrFn = None,
+    mesh: Optional[jax.sharding.Mesh] = None,
+) -> Any:
+  """Shardings for a whole optimizer state that contains Alada.
+
+  The :class:`~jax.sharding.NamedSharding` version of
+  :func:`state_partition_specs`, ready for ``jax.jit(...,
+  out_shardings=...)``, ``jax.device_put`` or an orbax restore target::
+
+    params_sh = jax.tree.map(lambda x: x.sharding, params)
+    opt_sh = state_shardings(opt, params, params_sh)
+    state = jax.jit(opt.init, out_shardings=opt_sh)(params)
+
+  Args:
+    opt_state: the optimizer, or its (abstract) state.
+    params: the params or their shapes. If ``params_shardings`` is None, each
+      leaf's own ``.sharding`` (a jax.Array's, or a ShapeDtypeStruct's) is
+      used.
+    params_shardings: a pytree with the params' structure of NamedShardings
+      (all on one mesh).
+    dimension_numbers: the ``dimension_numbers`` given to Alada.
+    mesh: the mesh; defaults to the params shardings' mesh.
+
+  Returns:
+    A pytree with the state's structure of NamedShardings (MaskedNode / None
+    kept).
+  """
+  if params_shardings is None:
+    params_shardings = jax.tree.map(
+        lambda x: x.sharding, params, is_leaf=_is_empty
+    )
+  is_sharding = lambda x: isinstance(x, jax.sharding.Sharding) or x is None
+  named = [
+      s for s in jax.tree.leaves(params_shardings, is_leaf=is_sharding)
+      if s is not None
+  ]
+  for s in named:
+    if not isinstance(s, NamedSharding):
+      raise TypeError(
+          'alada_optax.sharding.state_shardings: params shardings must be'
+          f' NamedShardings, got {type(s).__name__}.'
+      )
+  if mesh is None:
+    if not named:
+      raise ValueError('state_shardings: no NamedSharding given; pass mesh=.')
+    mesh = named[0].mesh
+  if any(s.mesh.shape != mesh.shape for s in named):
+    raise ValueError('state_shardings: params shardings use different meshes.')
+  specs = jax.tree.map(
+      lambda s: None if s is None else s.spec,
+      params_shardings,
+      is_leaf=is_sharding,
+  )
+  state_specs = state_partition_specs(
+      opt_state, params, specs, dimension_numbers=dimension_numbers,
+      axis_sizes=dict(mesh.shape),
+  )
+  return jax.tree.map(
+      lambda s: NamedSharding(mesh, s) if isinstance(s, PartitionSpec) else s,
+      state_specs,
+      is_leaf=lambda x: isinstance(x, PartitionSpec) or _is_empty(x),
+  )
+
+
+# -- inspecting a compiled step ----------------------------------------------
+
+_COLLECTIVES = (
+    'all-reduce', 'all-gather', 'reduce-scatter', 'all-to-all',
+    'collective-permute', 'collective-broadcast', 'ragged-all-to-all',
+)
+_DTYPE_BYTES = {
+    'pred': 1, 's4': 1, 'u4': 1, 's8': 1, 'u8': 1, 's16': 2, 'u16': 2,
+    's32': 4, 'u32': 4, 's64': 8, 'u64': 8, 'f8e4m3fn': 1, 'f8e5m2': 1,
+    'bf16': 2, 'f16': 2, 'f32': 4, 'f64': 8, 'c64': 8, 'c128': 16,
+}
+_SHAPE_RE = re.compile(r'\b([a-z][a-z0-9]*)\[([0-9,]*)\]')
+_COMPUTATION_RE = re.compile(
+    r'^(?:ENTRY\s+)?%?([\w.\-]+)\s*\(.*\)\s*->.*\{\s*$')
+_COLLECTIVE_RE = re.compile(
+    r'^\s*(?:ROOT\s+)?%?[\w.\-]+\s*=\s*(.*?)\s+('
+    + '|'.join(_COLLECTIVES) + r')(-start)?\('
+)
+_BRANCHES_RE = re.compile(r'branch_computations=\{([^}]*)\}')
+_TRUE_FALSE_RE = re.compile(r'(?:true|false)_computation=%?([\w.\-]+)')
+_CALLS_RE = re.compile(r'\b(?:calls|body|to_apply)=%?([\w.\-]+)')
+
+
+class Collective(NamedTuple):
+  """One collective of a compiled HLO module (see :func:`hlo_collectives`).
+
+  Attributes:
+    op: e.g. ``'all-reduce'``.
+    shapes: ``((dtype, shape), ...)`` of its result, per device.
+    elements: number of elements in ``shapes``.
+    bytes: their size in bytes.
+    computation: the HLO computation it is in.
+  """
+
+  op: str
+  shapes: tuple
+  elements: int
+  bytes: int
+  computation: Optional[str]
+
+
+def hlo_collectives(hlo_text: str) -> list[Collective]:
+  """The cross-device collectives of a compiled step's HLO text.
+
+  Use it to check what a sharded step moves between devices::
+
+    compiled = jax.jit(step, in_shardings=..., out_shardings=...).lower(
+        *args).compile()
+    for c in hlo_collectives(compiled.as_text()):
+      print(c.op, c.shapes, c.bytes)
+
+  Sizes are read from each instruction's result type, per device: the buffer
+  an all-reduce reduces, the gathered result of an all-gather, the buffer an
+  all-to-all or collective-permute exchanges. Collectives inside both branches
+  of a ``lax.cond`` are listed (only one branch runs in a step; see
+  :func:`hlo_collective_bytes_per_step`).
+
+  Returns:
+    A list of :class:`Collective` ``(op, shapes, elements, bytes,
+    computation)``.
+  """
+  out = []
+  computation = None
+  for line in hlo_text.splitlines():
+    m = _COMPUTATION_RE.match(line)
+    if m:
+      computation = m.group(1)
+      continue
+    m = _COLLECTIVE_RE.match(line)
+    if not m:
+      continue
+    result_type, op, start = m.group(1), m.group(2), m.group(3)
+    shapes = [
+        (dt, tuple(int(d) for d in dims.split(',') if d))
+        for dt, dims in _SHAPE_RE.findall(result_type)
+        if dt in _DTYPE_BYTES
+    ]
+    if start and len(shapes) > 1:
+      # An async start's type is (operands..., results...): keep the results.
+      shapes = shapes[len(shapes) // 2:]
+    elements = sum(math.prod(s) for _, s in shapes)
+    nbytes = sum(math.prod(s) * _DTYPE_BYTES[dt] for dt, s in shapes)
+    out.append(Collective(op, tuple(shapes), elements, nbytes, computation))
+  return out
+
+
+def hlo_collective_bytes_per_step(hlo_text: str) -> int:
+  """Bytes (per device) of the collectives one run of the entry computation
+  executes, taking for each ``conditional`` its costliest branch and counting
+  a ``while`` body once."""
+  own: dict[str, int] = {}
+  for c in hlo_collectives(hlo_text):
+    own[c.computation] = own.get(c.computation, 0) + c.bytes
+  calls: dict[str, list] = {}
+  entry = computation = None
+  for line in hlo_text.splitlines():
+    m = _COMPUTATION_RE.match(line)
+    if m:
+      computation = m.group(1)
+      if line.startswith('ENTRY'):
+        entry = computation
+      calls.setdefault(computation, [])
+      continue
+    if computation is None:
+      continue
+    branches = _BRANCHES_RE.search(line)
+    if branches:
+      names = [n.strip().lstrip('%') for n in branches.group(1).split(',')]
+      calls[computation].append(('max', names))
+      continue
+    true_false = _TRUE_FALSE_RE.findall(line)
+    if true_false:
+      calls[computation].append(('max', true_false))
+      continue
+    for name in _CALLS_RE.findall(line):
+      calls[computation].append(('sum', [name]))
+
+  memo: dict[str, int] = {}
+
+  def cost(name):
+    if name not in memo:
+      memo[name] = 0  # guards against cycles
+      total = own.get(name, 0)
+      for kind, names in calls.get(name, []):
+        costs = [cost(n) for n in names]
+        total += max(costs) if kind == 'max' else sum(costs)
+      memo[name] = total
+    return memo[name]
+
+  if entry is None:
+    return sum(own.values())
+  return cost(entry)
+
+
+# -- creating the state in place ---------------------------------------------
+
+
+def _unwrap_nnx_variables(tree: Any) -> Any:
+  """flax.nnx Variables -> their arrays (a no-op when nnx is not in use)."""
+  import sys  # pylint: disable=g-import-not-at-top
+  nnx = sys.modules.get('flax.nnx')
+  if nnx is None or not hasattr(nnx, 'as_pure'):
+    return tree
+  return nnx.as_pure(tree)
+
+
+def sharded_init(
+    tx: optax.GradientTransformation,
+    *,
+    dimension_numbers: matricize.DimensionNumbersOrFn = None,
+) -> optax.GradientTransformation:
+  """``tx`` whose ``init`` creates the state directly in its sharded layout.
+
+  When every param is a jax.Array with a NamedSharding, ``init`` runs under
+  ``jax.jit(tx.init, out_shardings=state_shardings(tx, params))``: each
+  device only ever holds its shards of the state. Otherwise it is ``tx.init``.
+
+  It also makes Alada usable with ``flax.nnx.Optimizer`` on params that carry
+  sharding annotations (``nnx.with_partitioning``): ``nnx.Optimizer`` copies
+  each param's sharding metadata onto every optimizer-state leaf built from
+  it, which fails for the vectors ``p``, ``q`` and ``v0`` (the same happens to
+  ``optax.adafactor``'s factored state). Here ``init`` sees the params'
+  arrays, not their Variables, and the state gets the layout of
+  :func:`state_shardings` instead::
+
+    with jax.set_mesh(mesh):
+      model = Model(nnx.Rngs(0))  # params sharded by their annotations
+      optimizer = nnx.Optimizer(model, sharded_init(alada(1e-3)),
+                                wrt=nnx.Param)
+
+  Args:
+    tx: the optimizer (e.g. ``alada(...)``), any optax combination of it.
+    dimension_numbers: the ``dimension_numbers`` given to Alada.
+
+  Returns:
+    ``tx`` with a new ``init``; ``update`` is unchanged.
+  """
+
+  def init_fn(params):
+    params = _unwrap_nnx_variables(params)
+    leaves = [x for x in jax.tree.leaves(params, is_leaf=_is_empty)
+              if not _is_empty(x)]
+    if leaves and all(
+        isinstance(x, jax.Array) and not isinstance(x, jax.core.Tracer)
+        and isinstance(x.sharding, NamedSharding)
+        for x in leaves
+    ):
+      shardings = state_shardings(
+          tx, params, dimension_numbers=dimension_numbers
+      )
+      return jax.jit(tx.init, out_shardings=shardings)(params)
+    return tx.init(params)
+
+  return tx._replace(init=init_fn)

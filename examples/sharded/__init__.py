@@ -1,0 +1,1 @@
+"""Alada on a device mesh (8 simulated CPU devices by default): see main.py."""
