@@ -1,5 +1,9 @@
 """alada_optax: memory-efficient adaptive optimizers for optax, starting with Alada."""
 
+from alada_optax import sharding
+from alada_optax.adapprox import ScaleByAdapproxState
+from alada_optax.adapprox import adapprox
+from alada_optax.adapprox import scale_by_adapprox
 from alada_optax.alada import ScaleByAladaState
 from alada_optax.alada import alada
 from alada_optax.alada import scale_by_alada
@@ -13,11 +17,31 @@ from alada_optax.smmf import ScaleBySMMFState
 from alada_optax.smmf import scale_by_smmf
 from alada_optax.smmf import smmf
 from alada_optax.smmf import square_shape
+from alada_optax.subset_norm import ScaleByAdamSNSMState
+from alada_optax.subset_norm import ScaleBySubsetNormState
+from alada_optax.subset_norm import ScaleBySubspaceMomentumState
+from alada_optax.subset_norm import adamw_sn
+from alada_optax.subset_norm import adamw_snsm
+from alada_optax.subset_norm import scale_by_adam_snsm
+from alada_optax.subset_norm import scale_by_subset_norm
+from alada_optax.subset_norm import scale_by_subspace_momentum
 
 __version__ = '0.1.0'
 
 __all__ = (
     'MatrixDimensionNumbers',
+    'ScaleByAdamSNSMState',
+    'ScaleByAdapproxState',
+    'ScaleBySubsetNormState',
+    'ScaleBySubspaceMomentumState',
+    'adamw_sn',
+    'adamw_snsm',
+    'adapprox',
+    'scale_by_adam_snsm',
+    'scale_by_adapprox',
+    'scale_by_subset_norm',
+    'scale_by_subspace_momentum',
+    'sharding',
     'MatrixPlan',
     'ScaleByAladaState',
     'ScaleByCAMEState',

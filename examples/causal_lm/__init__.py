@@ -1,0 +1,1 @@
+"""Fine-tune a causal language model with Adam, Adafactor and Alada: see main.py."""
