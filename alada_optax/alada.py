@@ -14,6 +14,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from alada_optax import _validation
 from alada_optax import matricize
 
 
@@ -45,69 +46,7 @@ class ScaleByAladaState(NamedTuple):
   t0: optax.Updates
 
 
-def _factor_dtype(dtype) -> jnp.dtype:
-  """p, q, v0 and the arithmetic: float32, or wider if the params are."""
-  return jnp.promote_types(dtype, jnp.float32)
-
-
-def _leaf_name(path) -> str:
-  return jax.tree_util.keystr(path) or '<root>'
-
-
-def _check_float_leaves(tree: Any, what: str) -> None:
-  for path, leaf in jax.tree_util.tree_leaves_with_path(tree):
-    dtype = jnp.result_type(leaf)
-    if not jnp.issubdtype(dtype, jnp.floating):
-      raise TypeError(
-          f'scale_by_alada: {what} leaf {_leaf_name(path)} has dtype {dtype}.'
-          ' Alada only optimizes real floating-point leaves; keep integer,'
-          ' boolean and complex leaves out of it, e.g. with optax.masked or'
-          ' optax.multi_transform.'
-      )
-
-
-def _check_matches_state(updates: Any, mu: Any) -> None:
-  """Raises an error naming the first leaf where updates and state differ."""
-  is_leaf = lambda x: x is None or isinstance(x, optax.MaskedNode)
-  got = dict(jax.tree_util.tree_leaves_with_path(updates, is_leaf=is_leaf))
-  want = dict(jax.tree_util.tree_leaves_with_path(mu, is_leaf=is_leaf))
-  for path in want:
-    if path not in got:
-      raise ValueError(
-          f'scale_by_alada: the updates have no leaf {_leaf_name(path)}, which'
-          ' the optimizer state has. Were the updates built from other params'
-          ' than those given to init?'
-      )
-  for path, g in got.items():
-    if path not in want:
-      raise ValueError(
-          f'scale_by_alada: the updates have a leaf {_leaf_name(path)} that'
-          ' the optimizer state lacks. Were the updates built from other'
-          ' params than those given to init?'
-      )
-    m = want[path]
-    if (g is None) != (m is None) or (
-        isinstance(g, optax.MaskedNode) != isinstance(m, optax.MaskedNode)
-    ):
-      raise ValueError(
-          f'scale_by_alada: leaf {_leaf_name(path)} is {type(g).__name__} in'
-          f' the updates but {type(m).__name__} in the optimizer state.'
-      )
-    if g is not None and not isinstance(g, optax.MaskedNode) and (
-        jnp.shape(g) != jnp.shape(m)
-    ):
-      raise ValueError(
-          f'scale_by_alada: leaf {_leaf_name(path)} has shape {jnp.shape(g)}'
-          f' in the updates but {jnp.shape(m)} in the optimizer state.'
-      )
-  if jax.tree.structure(updates, is_leaf=is_leaf) != jax.tree.structure(
-      mu, is_leaf=is_leaf
-  ):
-    raise ValueError(
-        'scale_by_alada: the updates and the optimizer state have the same'
-        ' leaves but different tree structures: '
-        f'{jax.tree.structure(updates)} vs {jax.tree.structure(mu)}.'
-    )
+_NAME = 'scale_by_alada'
 
 
 @functools.partial(jax.jit, static_argnames='plan')
@@ -128,65 +67,120 @@ def _alada_leaf(
 
   Returns the descent direction M~ / sqrt(max(U~, 0) + eps) in the leaf's dtype
   and the new (mu, p, q, v0, t0).
+
+  Memory and time: the only full-size value made here is the new ``mu`` (the
+  state's output: written over the old one when the state is donated), and G
+  is read once, by the fold into M. The work on full-size arrays is three
+  passes: fold G into M; reduce M^2 against q or p (in a switch, so that only
+  the refit the parity needs runs); the elementwise step. M~ = M / bc1 is never
+  formed: bc1 is applied to the reductions' results and inside the step.
   """
-  dtype = _factor_dtype(g.dtype)
+  dtype = _validation.factor_dtype(g.dtype)
   b1, b2, eps = (jnp.asarray(x, dtype) for x in (b1, b2, eps))
-  g = g.astype(dtype)
-  expand = plan.expand_batch
 
   # The leaf's own clock. A leaf that has only seen zero gradients (v0 == 0)
   # has not started: its Algorithm 2 starts at its first non-zero gradient.
   started = v0 > 0
   t0 = jnp.where(started, t0, count)
   t = count - t0  # Algorithm 2's t: 0 at the leaf's first non-zero gradient.
-  # Lines 8-12: v0 = ||G_0||^2 / mn, p0 = sqrt(v0) 1_m, q0 = sqrt(v0) 1_n.
-  v0 = jax.lax.cond(
-      jnp.all(started),
-      lambda: v0,
-      lambda: jnp.where(started, v0, plan.sum_per_matrix(g * g) / (plan.m * plan.n)),
-  )
-  p = jnp.where(started[..., None], p, jnp.sqrt(v0)[..., None])
-  q = jnp.where(started[..., None], q, jnp.sqrt(v0)[..., None])
-
-  # Lines 5-7: M_{t+1} = b1 M_t + (1 - b1) G_t; M~ = M / (1 - b1^{t+1}).
-  mu = b1 * mu.astype(dtype) + (1 - b1) * g
+  even = t % 2 == 0
   tp1 = (t + 1).astype(dtype)
   bc1 = 1 - b1**tp1
-  m_hat = mu / expand(bc1)
+  b2_pow = b2**tp1
 
-  # Lines 13-19: refit p on even steps, q on odd steps, against V = M~^2.
-  even = t % 2 == 0
+  # Lines 5-6: M_{t+1} = b1 M_t + (1 - b1) G_t, stored in mu's dtype; what
+  # follows reads M_{t+1} as stored.
+  mu = (b1 * mu.astype(dtype) + (1 - b1) * g.astype(dtype)).astype(mu.dtype)
 
-  def least_squares(factor, weighted_sum):
-    # V f / (||f||^2 + eps), computed with f / max|f| so that neither V f nor
-    # ||f||^2 overflows when one factor carries a large scale (same value in
-    # exact arithmetic).
-    scale = jnp.max(jnp.abs(factor), axis=-1, keepdims=True)
+  # p / max|p| and ||p / max|p|||^2 (also for q): the least squares
+  # V f / (||f||^2 + eps) is computed with f / max|f|, so that neither V f nor
+  # ||f||^2 overflows when a factor carries a large scale (the same value in
+  # exact arithmetic).
+  def unit(factor):
+    scale = jnp.max(jnp.abs(factor), axis=-1)
     scale = jnp.where(scale > 0, scale, 1)
-    unit = factor / scale
-    norm2 = jnp.sum(unit * unit, axis=-1, keepdims=True)
-    return weighted_sum(unit) / (scale * norm2 + eps / scale)
+    u = factor / scale[..., None]
+    return u, scale, jnp.sum(u * u, axis=-1)
 
-  def refit_p():
-    vq = least_squares(
-        q, lambda u: plan.sum_over_cols(m_hat * m_hat * plan.expand_cols(u)))
-    return jnp.where(even[..., None], b2 * p + (1 - b2) * vq, p)
+  units = unit(p), unit(q)
 
-  def refit_q():
-    vp = least_squares(
-        p, lambda u: plan.sum_over_rows(m_hat * m_hat * plan.expand_rows(u)))
-    return jnp.where(even[..., None], q, b2 * q + (1 - b2) * vp)
+  def refit(rows: bool, cols: bool, init: bool):
+    """Lines 8-19 for the matrices that refit p (rows) and/or q (cols)."""
 
-  p_new = jax.lax.cond(jnp.any(even), refit_p, lambda: p)
-  q_new = jax.lax.cond(jnp.all(even), lambda: q, refit_q)
+    def branch(mu, p, q, v0):
+      # Each full-size reduction reads M and squares it inside itself: no M^2
+      # (or upcast M) is shared by two reductions, which would be stored.
+      # Chained barriers give each reduction its own copy of M's value, which
+      # the compiler cannot merge.
+      last = [None]
+      def m():
+        last[0] = mu if last[0] is None else jax.lax.optimization_barrier(last[0])
+        return last[0].astype(dtype)
+
+      (u_p, scale_p, norm2_p), (u_q, scale_q, norm2_q) = units
+      if init:
+        # Lines 8-12 where a matrix starts now: v0 = ||G_0||^2 / mn, read off
+        # M_1 = (1 - b1) G_0 (M is 0 before a matrix starts), and
+        # p0 = sqrt(v0) 1_m, q0 = sqrt(v0) 1_n: unit weights of exactly 1 (all
+        # 0 if ||G_0||^2 underflows to 0).
+        mm = m()
+        v0 = jnp.where(started, v0, plan.sum_per_matrix(mm * mm)
+                       / (jnp.square(1 - b1) * (plan.m * plan.n)))
+        root, nonzero = jnp.sqrt(v0), v0 > 0
+        p = jnp.where(started[..., None], p, root[..., None])
+        q = jnp.where(started[..., None], q, root[..., None])
+        new = ~started[..., None]
+        u_p, u_q = (jnp.where(new, jnp.where(nonzero[..., None], 1, 0), u)
+                    for u in (u_p, u_q))
+        scale_p, scale_q = (jnp.where(started, s, jnp.where(nonzero, root, 1))
+                            for s in (scale_p, scale_q))
+        norm2_p, norm2_q = (jnp.where(started, s, jnp.where(nonzero, k, 0))
+                            for s, k in ((norm2_p, plan.m), (norm2_q, plan.n)))
+
+      def least_squares(weighted_sum, scale, norm2):
+        # V f / (||f||^2 + eps) with V = (M / bc1)^2, f = scale * unit.
+        v_f = weighted_sum / jnp.square(bc1)[..., None]
+        return v_f / (scale * norm2 + eps / scale)[..., None]
+
+      p_new, q_new = p, q
+      if rows:  # Lines 13-15: p <- b2 p + (1 - b2) V q / (||q||^2 + eps).
+        mm = m()
+        vq = plan.sum_over_cols(mm * plan.expand_cols(u_q) * mm)
+        p_new = b2 * p + (1 - b2) * least_squares(vq, scale_q, norm2_q)
+        if cols:
+          p_new = jnp.where(even[..., None], p_new, p)
+      if cols:  # Lines 16-18: q <- b2 q + (1 - b2) V^T p / (||p||^2 + eps).
+        mm = m()
+        vp = plan.sum_over_rows(mm * plan.expand_rows(u_p) * mm)
+        q_new = b2 * q + (1 - b2) * least_squares(vp, scale_p, norm2_p)
+        if rows:
+          q_new = jnp.where(even[..., None], q, q_new)
+      return p_new, q_new, v0, b2_pow * v0
+
+    return branch
+
+  # Even matrices refit p, odd ones q; matrices starting now (all even) also
+  # set v0. The vectors come out of the switch finished, so that the
+  # full-size step below reads them (its rounding does not depend on how the
+  # compiler fuses it: U~ can cancel).
+  any_even, any_odd = jnp.any(even), jnp.any(~even)
+  which = jnp.where(any_even & any_odd, 3,
+                    jnp.where(jnp.any(~started), 2, jnp.where(any_even, 0, 1)))
+  p, q, v0, b2_pow_v0 = jax.lax.switch(which, [
+      refit(rows=True, cols=False, init=False),
+      refit(rows=False, cols=True, init=False),
+      refit(rows=True, cols=False, init=True),
+      refit(rows=True, cols=True, init=True),
+  ], mu, p, q, v0)
 
   # Lines 20-22: U~ = (p q^T - b2^{t+1} v0) / (1 - b2^{t+1}), clamped at 0
   # (it is >= 0 in exact arithmetic), and the step M~ / sqrt(U~ + eps).
-  b2_pow = b2**tp1
-  u = plan.expand_rows(p_new) * plan.expand_cols(q_new)
-  u_hat = (u - expand(b2_pow * v0)) / expand(1 - b2_pow)
+  expand = plan.expand_batch
+  u = plan.expand_rows(p) * plan.expand_cols(q)
+  u_hat = (u - expand(b2_pow_v0)) / expand(1 - b2_pow)
+  m_hat = mu.astype(dtype) / expand(bc1)
   direction = m_hat / jnp.sqrt(jnp.maximum(u_hat, 0) + eps)
-  return direction, mu, p_new, q_new, v0, t0
+  return direction, mu, p, q, v0, t0
 
 
 def scale_by_alada(
@@ -209,7 +203,8 @@ def scale_by_alada(
       under the square root.
     mu_dtype: Storage dtype of the first moment; if ``None``, the params'.
       The arithmetic, ``p``, ``q`` and ``v0`` use float32 (or the params'
-      dtype if wider).
+      dtype if wider). The refit and the step read ``M`` as stored (rounded
+      to ``mu_dtype``): no full-size float32 copy of ``M`` is made.
     dimension_numbers: How each leaf is viewed as a matrix:
       ``None`` (eq. (12) of the paper for every leaf), a
       :class:`MatrixDimensionNumbers` for every leaf, a pytree (prefix of the
@@ -222,11 +217,11 @@ def scale_by_alada(
   mu_dtype = None if mu_dtype is None else jnp.dtype(mu_dtype)
 
   def init_fn(params):
-    _check_float_leaves(params, 'parameter')
+    _validation.check_float_leaves(params, 'parameter', _NAME)
     plans = matricize.tree_plans(params, dimension_numbers)
 
     def factor(plan, x, shape_of):
-      return jnp.zeros(shape_of(plan), _factor_dtype(x.dtype))
+      return jnp.zeros(shape_of(plan), _validation.factor_dtype(x.dtype))
 
     return ScaleByAladaState(
         count=jnp.zeros([], jnp.int32),
@@ -253,13 +248,9 @@ def scale_by_alada(
 
   def update_fn(updates, state, params=None):
     del params
-    if not isinstance(state, ScaleByAladaState):
-      raise TypeError(
-          'scale_by_alada: expected a ScaleByAladaState, got'
-          f' {type(state).__name__}. Was this state made by another optimizer?'
-      )
-    _check_matches_state(updates, state.mu)
-    _check_float_leaves(updates, 'update')
+    _validation.check_state_type(state, ScaleByAladaState, _NAME)
+    _validation.check_matches_state(updates, state.mu, _NAME)
+    _validation.check_float_leaves(updates, 'update', _NAME)
     plans = matricize.tree_plans(updates, dimension_numbers)
 
     def leaf(g, mu, p, q, v0, t0, plan):
@@ -344,7 +335,8 @@ def alada(
     :math:`\beta_2^{t+1} v_0` by); it is clamped at 0 so that rounding cannot
     produce a NaN.
   * Arithmetic, ``p``, ``q`` and ``v0`` are float32 (or wider if the params
-    are); updates have the params' dtype; ``mu_dtype`` sets ``M``'s storage.
+    are); updates have the params' dtype; ``mu_dtype`` sets ``M``'s storage,
+    and the refit and the step read :math:`M_{t+1}` as stored.
 
   Beyond the paper: Algorithm 2 taken literally breaks when a leaf's first
   gradient is exactly zero (LoRA's ``A`` while ``B = 0``, a zero-initialised

@@ -1,0 +1,195 @@
+"""Measuring optimizers: compiled peak memory of a donated train step, times.
+
+Memory figures come from XLA's own analysis of the compiled program
+(``compiled.memory_analysis()``): nothing is allocated to get them and they are
+deterministic. The peak of a program is what it needs resident at once:
+
+    peak = arguments + outputs - aliased (donated) + temporaries
+
+With params and optimizer state donated, their outputs reuse the inputs'
+buffers, so the peak is params + state + the largest set of temporaries alive
+at one time (activations, gradients, the optimizer's intermediates).
+
+Times are wall-clock medians of interleaved runs (each round runs every
+optimizer once, in a rotated order), after warm-up, with their spread
+(interquartile range; every time is kept in ``results.json``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import statistics
+import time
+from collections.abc import Callable
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import optax
+
+import alada_optax
+from benchmarks import models as models_lib
+
+LEARNING_RATE = 1e-3
+
+# name -> factory. SGD with momentum is the floor for any method with a first
+# moment: params + one momentum.
+OPTIMIZERS: dict[str, Callable[[], optax.GradientTransformation]] = {
+    'SGD+momentum': lambda: optax.sgd(LEARNING_RATE, momentum=0.9),
+    'Adam': lambda: optax.adam(LEARNING_RATE),
+    'Adafactor': lambda: optax.adafactor(LEARNING_RATE),
+    'Adafactor+momentum': lambda: optax.adafactor(LEARNING_RATE, momentum=0.9),
+    'Alada': lambda: alada_optax.alada(LEARNING_RATE),
+    'Alada, bf16 M': lambda: alada_optax.alada(
+        LEARNING_RATE, mu_dtype=jnp.bfloat16),
+}
+
+
+def tree_bytes(tree: Any) -> int:
+  return sum(x.size * jnp.dtype(x.dtype).itemsize for x in jax.tree.leaves(tree))
+
+
+@dataclasses.dataclass
+class Memory:
+  """Bytes of one compiled program (see the module docstring)."""
+
+  params: int
+  state: int
+  arguments: int
+  outputs: int
+  aliased: int
+  temporaries: int
+
+  @property
+  def peak(self) -> int:
+    return self.arguments + self.outputs - self.aliased + self.temporaries
+
+  @classmethod
+  def of(cls, compiled, params, state) -> 'Memory':
+    m = compiled.memory_analysis()
+    return cls(tree_bytes(params), tree_bytes(state),
+               m.argument_size_in_bytes, m.output_size_in_bytes,
+               m.alias_size_in_bytes, m.temp_size_in_bytes)
+
+
+def train_step(model: models_lib.Model, opt: optax.GradientTransformation):
+  """The plain train step: grads of the loss, optimizer update, apply."""
+
+  def step(params, state, batch):
+    grads = jax.grad(model.loss)(params, batch)
+    updates, state = opt.update(grads, state, params)
+    return optax.apply_updates(params, updates), state
+
+  return step
+
+
+def update_step(opt: optax.GradientTransformation):
+  """The optimizer alone: update and apply, given the gradients."""
+
+  def step(params, state, grads):
+    updates, state = opt.update(grads, state, params)
+    return optax.apply_updates(params, updates), state
+
+  return step
+
+
+@dataclasses.dataclass
+class Program:
+  """A compiled donated step with its abstract inputs."""
+
+  compiled: Any
+  params: Any  # abstract
+  state: Any  # abstract
+  third: Any  # abstract batch or gradients
+  memory: Memory
+  compile_s: float
+
+
+def compile_program(step, params, opt, third) -> Program:
+  """Compiles ``step(params, state, third)`` with params and state donated."""
+  state = jax.eval_shape(opt.init, params)
+  start = time.perf_counter()
+  compiled = jax.jit(step, donate_argnums=(0, 1)).lower(
+      params, state, third).compile()
+  seconds = time.perf_counter() - start
+  return Program(compiled, params, state, third,
+                 Memory.of(compiled, params, state), seconds)
+
+
+def compile_train_step(model: models_lib.Model,
+                       opt: optax.GradientTransformation) -> Program:
+  params = jax.eval_shape(model.init, jax.random.key(0))
+  batch = jax.eval_shape(model.batch, jax.random.key(1))
+  return compile_program(train_step(model, opt), params, opt, batch)
+
+
+def compile_update_step(params, opt: optax.GradientTransformation) -> Program:
+  return compile_program(update_step(opt), params, opt, params)
+
+
+@dataclasses.dataclass
+class Timing:
+  seconds: list[float]
+
+  @property
+  def median(self) -> float:
+    return statistics.median(self.seconds)
+
+  @property
+  def low(self) -> float:
+    """First quartile."""
+    return statistics.quantiles(self.seconds, n=4, method='inclusive')[0]
+
+  @property
+  def high(self) -> float:
+    """Third quartile."""
+    return statistics.quantiles(self.seconds, n=4, method='inclusive')[2]
+
+
+class Runner:
+  """Holds live (params, state, third) for one program and steps it."""
+
+  def __init__(self, program: Program, params, opt, third):
+    self.program = program
+    self.params = params
+    self.state = opt.init(params)
+    self.third = third
+
+  def __call__(self):
+    self.params, self.state = self.program.compiled(
+        self.params, self.state, self.third)
+    jax.block_until_ready((self.params, self.state))
+
+
+def time_interleaved(runners: dict[str, Callable[[], None]], warmup: int,
+                     rounds: int) -> dict[str, Timing]:
+  """Warm-up, then ``rounds`` rounds running each once in a rotated order."""
+  for run in runners.values():
+    for _ in range(warmup):
+      run()
+  names = list(runners)
+  times = {n: [] for n in names}
+  for r in range(rounds):
+    order = names[r % len(names):] + names[:r % len(names)]
+    for n in order:
+      start = time.perf_counter()
+      runners[n]()
+      times[n].append(time.perf_counter() - start)
+  return {n: Timing(t) for n, t in times.items()}
+
+
+def concrete_params(model: models_lib.Model):
+  return jax.jit(model.init)(jax.random.key(0))
+
+
+def concrete_batch(model: models_lib.Model):
+  return jax.jit(model.batch)(jax.random.key(1))
+
+
+def fake_grads(params, seed: int = 2):
+  """Gradient-like values: non-zero, about 1e-3 relative to the params."""
+  leaves, treedef = jax.tree.flatten(params)
+  keys = jax.random.split(jax.random.key(seed), len(leaves))
+  return jax.tree.unflatten(treedef, [
+      1e-3 * jax.random.normal(k, x.shape, x.dtype)
+      for k, x in zip(keys, leaves)])

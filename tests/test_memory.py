@@ -1,0 +1,76 @@
+"""Compiled peak memory of donated train steps: Alada against its floor.
+
+XLA's memory analysis of a compiled program is deterministic (nothing is
+allocated or timed), so these ratios cannot flake; a change to Alada that adds
+a full-size temporary fails here. Shapes are small so that everything compiles
+in seconds; ``python -m benchmarks.run`` measures the full-size models.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import pytest
+
+from benchmarks import harness
+from benchmarks import models
+
+MLP = models.mlp(layers=4, width=256, batch=8)
+GPT2 = models.gpt2(layers=2, d=128, heads=4, vocab=1024, ctx=128, seq=64)
+
+
+@functools.cache
+def peak(model_name: str, opt_name: str) -> harness.Memory:
+  model = {'mlp': MLP, 'gpt2': GPT2}[model_name]
+  return harness.compile_train_step(
+      model, harness.OPTIMIZERS[opt_name]()).memory
+
+
+@functools.cache
+def update_memory(opt_name: str) -> harness.Memory:
+  params = jax.eval_shape(MLP.init, jax.random.key(0))
+  return harness.compile_update_step(
+      params, harness.OPTIMIZERS[opt_name]()).memory
+
+
+def ratio(model_name, a, b):
+  return peak(model_name, a).peak / peak(model_name, b).peak
+
+
+def test_mlp_alada_sits_on_the_sgd_momentum_floor():
+  # Params + one momentum is the floor of any method with a first moment;
+  # Alada adds only m + n floats per matrix and no full-size temporary.
+  assert ratio('mlp', 'Alada', 'SGD+momentum') <= 1.0
+  assert ratio('mlp', 'Alada', 'Adam') <= 0.72
+
+
+def test_mlp_bf16_momentum_is_below_the_fp32_floor():
+  assert ratio('mlp', 'Alada, bf16 M', 'SGD+momentum') <= 0.80
+
+
+def test_gpt2_alada_peak_is_sgd_momentums():
+  # A tied-embedding transformer: the peak is set by the forward and backward
+  # (activations, logits, the embedding's gradient); Alada adds nothing to it.
+  assert ratio('gpt2', 'Alada', 'SGD+momentum') <= 1.02
+  assert ratio('gpt2', 'Alada', 'Adam') <= 0.80
+
+
+@pytest.mark.parametrize('opt_name', ['Alada', 'Alada, bf16 M'])
+def test_update_alone_has_no_full_size_temporaries(opt_name):
+  """The donated update: only vectors beside params, state and gradients."""
+  m = update_memory(opt_name)
+  largest_leaf = 256 * 256 * 4
+  assert m.temporaries < largest_leaf // 4, m
+  assert m.state <= m.params * (1.02 if opt_name == 'Alada' else 0.52)
+
+
+def test_state_is_mu_plus_factors():
+  m = peak('mlp', 'Alada')
+  params = jax.eval_shape(MLP.init, jax.random.key(0))
+  n_factors = sum(sum(x.shape) if x.ndim == 2 else 1 + x.shape[0]
+                  for x in jax.tree.leaves(params))
+  scalars = 2 * len(jax.tree.leaves(params)) + 1  # v0, t0 per leaf; count
+  assert m.state == m.params + 4 * (n_factors + scalars)
+  assert jnp.dtype(jnp.float32).itemsize == 4
