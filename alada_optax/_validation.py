@@ -41,6 +41,11 @@ def _shape_mismatch(g, ref) -> Optional[str]:
           ' the optimizer state')
 
 
+def no_shape_check(update_leaf, reference_leaf) -> None:
+  """For ``check_matches_state`` when the state is not shaped like the params."""
+  del update_leaf, reference_leaf
+
+
 def check_matches_state(
     updates: Any,
     reference: Any,
@@ -101,3 +106,24 @@ def check_state_type(state: Any, expected: type, transform: str) -> None:
         f'{transform}: expected a {expected.__name__}, got'
         f' {type(state).__name__}. Was this state made by another optimizer?'
     )
+
+
+def check_state_shapes(transform: str, updates: Any, plans: Any,
+                        expected: Callable[[Any], tuple], *fields) -> None:
+  """Raises an error naming the first leaf whose state has the wrong shapes.
+
+  ``expected(plan)`` gives the shapes of ``fields`` a leaf's plan implies.
+  """
+  treedef = jax.tree.structure(updates)
+  columns = [treedef.flatten_up_to(f) for f in fields]
+  for (path, g), plan, arrays in zip(
+      jax.tree_util.tree_leaves_with_path(updates),
+      treedef.flatten_up_to(plans), zip(*columns)):
+    want = tuple(tuple(s) for s in expected(plan))
+    have = tuple(tuple(jnp.shape(a)) for a in arrays)
+    if want != have:
+      raise ValueError(
+          f'{transform}: leaf {leaf_name(path)} has shape {jnp.shape(g)} in the'
+          f' updates, which implies optimizer state shapes {want}, but the'
+          f' state has {have}. Were the updates built from other params than'
+          ' those given to init?')

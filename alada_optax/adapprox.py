@@ -26,18 +26,13 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from alada_optax import _validation
 from alada_optax import matricize
 from alada_optax.subset_norm import _EMPTY
-from alada_optax.subset_norm import _check_float_leaves
-from alada_optax.subset_norm import _check_matches_state
-from alada_optax.subset_norm import _check_state
-from alada_optax.subset_norm import _check_state_shapes
 from alada_optax.subset_norm import _compute_dtype
 from alada_optax.subset_norm import _map_with_specs
 from alada_optax.subset_norm import _per_leaf
-from alada_optax.subset_norm import from_matrix
 from alada_optax.subset_norm import matmul
-from alada_optax.subset_norm import to_matrix
 
 
 @dataclasses.dataclass(frozen=True)
@@ -160,7 +155,7 @@ def _adapprox_leaf(g, mu, q, u, rank, nu, sketch, b1, b2, eps, clip_threshold,
   g = g.astype(dtype)
   plan = fp.plan
   if fp.factored:
-    grad = to_matrix(g, plan)
+    grad = plan.to_matrix(g)
     # Q U^T approximates a non-negative matrix but can have negative
     # entries: clamp it at 0 where it is read, so V >= (1 - b2) G^2.
     v_prev = jnp.maximum(matmul(q, jnp.swapaxes(u, -1, -2)), 0)
@@ -171,7 +166,7 @@ def _adapprox_leaf(g, mu, q, u, rank, nu, sketch, b1, b2, eps, clip_threshold,
         min_rank=min_rank)
     step = grad / (jnp.sqrt(v) + eps)
     rms = jnp.sqrt(jnp.mean(step * step, axis=(-2, -1), keepdims=True))
-    step = from_matrix(step / jnp.maximum(1, rms / clip_threshold), plan)
+    step = plan.from_matrix(step / jnp.maximum(1, rms / clip_threshold))
   else:
     nu = b2 * nu + (1 - b2) * g * g
     step = g / (jnp.sqrt(nu) + eps)
@@ -292,7 +287,7 @@ def scale_by_adapprox(
         tree, dimension_numbers)
 
   def init_fn(params):
-    _check_float_leaves(name, params, 'parameter')
+    _validation.check_float_leaves(params, 'parameter', name)
     plans = plans_for(params)
 
     def zeros(shape_of, dtype_of):
@@ -313,11 +308,12 @@ def scale_by_adapprox(
 
   def update_fn(updates, state, params=None):
     del params
-    _check_state(name, state, ScaleByAdapproxState)
-    _check_matches_state(name, updates, state.nu)
-    _check_float_leaves(name, updates, 'update')
+    _validation.check_state_type(state, ScaleByAdapproxState, name)
+    _validation.check_matches_state(
+        updates, state.nu, name, _validation.no_shape_check)
+    _validation.check_float_leaves(updates, 'update', name)
     plans = plans_for(updates)
-    _check_state_shapes(
+    _validation.check_state_shapes(
         name, updates, jax.tree.map(lambda fp, g: (fp, jnp.shape(g)), plans,
                                     updates),
         lambda p: (p[1] if use_mu else _EMPTY, p[0].q_shape, p[0].u_shape,

@@ -23,6 +23,7 @@ axes ``j*..tau-1``. A vector is a ``1 x n`` matrix and a scalar ``1 x 1``.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple, Union
@@ -122,6 +123,19 @@ class MatrixPlan:
   def col_factor_shape(self) -> tuple[int, ...]:
     """Shape of the column factor ``q``: ``batch_shape + (n,)``."""
     return self.batch_shape + (self.n,)
+
+  # -- the tensor as a batch of matrices (for methods that need matmuls) ----
+
+  def to_matrix(self, x: jax.Array) -> jax.Array:
+    """The tensor as ``batch_shape + (m, n)`` (no copy for eq. (12) views)."""
+    perm = self.batch_axes + self.row_axes + self.col_axes
+    return jnp.transpose(x, perm).reshape(self.batch_shape + (self.m, self.n))
+
+  def from_matrix(self, y: jax.Array) -> jax.Array:
+    """Inverse of :meth:`to_matrix`."""
+    perm = self.batch_axes + self.row_axes + self.col_axes
+    y = y.reshape(tuple(self.shape[a] for a in perm))
+    return jnp.transpose(y, np.argsort(perm))
 
   # -- moving small arrays into and out of the tensor's layout ---------------
 
@@ -233,3 +247,24 @@ def tree_plans(params: Any, dimension_numbers: DimensionNumbersOrFn) -> Any:
       or _is_dim_nums(x)
       or isinstance(x, optax.MaskedNode),
   )
+
+
+@functools.lru_cache(maxsize=None)
+def square_shape(numel: int) -> tuple[int, int]:
+  """SMMF's square-matricization of a tensor with ``numel`` entries.
+
+  Returns ``(numel // i, i)`` with ``i`` the largest divisor of ``numel`` with
+  ``i <= sqrt(numel)``: ``(k, k)`` for ``k * k`` entries, ``(numel, 1)`` for a
+  prime. The tensor is flattened row-major and reshaped to this shape whatever
+  its own shape, so unlike :func:`plan_for` (which only groups
+  whole axes) it is not expressible as a :class:`MatrixDimensionNumbers`.
+  """
+  numel = int(numel)
+  if numel == 0:
+    return 0, 0
+  # math.isqrt gives the same i as the official int(numel ** 0.5): a float
+  # sqrt rounded up to k only when numel < k^2, and then k divides no numel.
+  for i in range(math.isqrt(numel), 0, -1):
+    if numel % i == 0:
+      return numel // i, i
+  return numel, 1  # unreachable

@@ -18,6 +18,7 @@ import jax.numpy as jnp
 import optax
 
 from alada_optax import _validation
+from alada_optax.matricize import square_shape
 
 
 class ScaleBySMMFState(NamedTuple):
@@ -46,27 +47,6 @@ class ScaleBySMMFState(NamedTuple):
   m_sign: optax.Updates
   v_row: optax.Updates
   v_col: optax.Updates
-
-
-@functools.lru_cache(maxsize=None)
-def square_shape(numel: int) -> tuple[int, int]:
-  """SMMF's square-matricization of a tensor with ``numel`` entries.
-
-  Returns ``(numel // i, i)`` with ``i`` the largest divisor of ``numel`` with
-  ``i <= sqrt(numel)``: ``(k, k)`` for ``k * k`` entries, ``(numel, 1)`` for a
-  prime. The tensor is flattened row-major and reshaped to this shape whatever
-  its own shape, so unlike :func:`alada_optax.plan_for` (which only groups
-  whole axes) it is not expressible as a :class:`MatrixDimensionNumbers`.
-  """
-  numel = int(numel)
-  if numel == 0:
-    return 0, 0
-  # math.isqrt gives the same i as the official int(numel ** 0.5): a float
-  # sqrt rounded up to k only when numel < k^2, and then k divides no numel.
-  for i in range(math.isqrt(numel), 0, -1):
-    if numel % i == 0:
-      return numel // i, i
-  return numel, 1  # unreachable
 
 
 def _matrix_shape(shape, vector_reshape: bool) -> tuple[int, int]:

@@ -34,6 +34,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from alada_optax import _validation
 from alada_optax import matricize
 
 _EMPTY = (0,)  # shape of the placeholder of a state entry a leaf does not use
@@ -203,19 +204,6 @@ def matmul(a: jax.Array, b: jax.Array) -> jax.Array:
   return jnp.matmul(a, b, precision=jax.lax.Precision.HIGHEST)
 
 
-def to_matrix(x: jax.Array, plan: matricize.MatrixPlan) -> jax.Array:
-  """The leaf as ``batch_shape + (m, n)`` (no copy for eq. (12) views)."""
-  perm = plan.batch_axes + plan.row_axes + plan.col_axes
-  return jnp.transpose(x, perm).reshape(plan.batch_shape + (plan.m, plan.n))
-
-
-def from_matrix(y: jax.Array, plan: matricize.MatrixPlan) -> jax.Array:
-  """Inverse of :func:`to_matrix`."""
-  perm = plan.batch_axes + plan.row_axes + plan.col_axes
-  y = y.reshape(tuple(plan.shape[a] for a in perm))
-  return jnp.transpose(y, np.argsort(perm))
-
-
 # -- tree plumbing and checks --------------------------------------------------
 
 
@@ -229,75 +217,6 @@ def _map_with_specs(fn, params, dimension_numbers):
       specs, params,
       is_leaf=lambda x: x is None or isinstance(
           x, (matricize.MatrixDimensionNumbers, optax.MaskedNode)))
-
-
-def _leaf_name(path) -> str:
-  return jax.tree_util.keystr(path) or '<root>'
-
-
-def _check_float_leaves(fn_name: str, tree: Any, what: str) -> None:
-  for path, leaf in jax.tree_util.tree_leaves_with_path(tree):
-    dtype = jnp.result_type(leaf)
-    if not jnp.issubdtype(dtype, jnp.floating):
-      raise TypeError(
-          f'{fn_name}: {what} leaf {_leaf_name(path)} has dtype {dtype}. It'
-          ' only optimizes real floating-point leaves; keep integer, boolean'
-          ' and complex leaves out of it, e.g. with optax.masked or'
-          ' optax.multi_transform.')
-
-
-def _check_matches_state(fn_name: str, updates: Any, reference: Any) -> None:
-  """Raises an error naming the first leaf where updates and state differ.
-
-  ``reference`` is a state field with one entry per leaf of the params.
-  """
-  is_leaf = lambda x: x is None or isinstance(x, optax.MaskedNode)
-  got = dict(jax.tree_util.tree_leaves_with_path(updates, is_leaf=is_leaf))
-  want = dict(jax.tree_util.tree_leaves_with_path(reference, is_leaf=is_leaf))
-  for path in want:
-    if path not in got:
-      raise ValueError(
-          f'{fn_name}: the updates have no leaf {_leaf_name(path)}, which the'
-          ' optimizer state has. Were the updates built from other params'
-          ' than those given to init?')
-  for path, g in got.items():
-    if path not in want:
-      raise ValueError(
-          f'{fn_name}: the updates have a leaf {_leaf_name(path)} that the'
-          ' optimizer state lacks. Were the updates built from other params'
-          ' than those given to init?')
-    s = want[path]
-    if (g is None) != (s is None) or (
-        isinstance(g, optax.MaskedNode) != isinstance(s, optax.MaskedNode)):
-      raise ValueError(
-          f'{fn_name}: leaf {_leaf_name(path)} is {type(g).__name__} in the'
-          f' updates but {type(s).__name__} in the optimizer state.')
-  if jax.tree.structure(updates, is_leaf=is_leaf) != jax.tree.structure(
-      reference, is_leaf=is_leaf):
-    raise ValueError(
-        f'{fn_name}: the updates and the optimizer state have the same leaves'
-        ' but different tree structures.')
-
-
-def _check_state_shapes(fn_name: str, updates: Any, plans: Any,
-                        expected: Callable[[Any], tuple], *fields) -> None:
-  """Raises an error naming the first leaf whose state has the wrong shapes.
-
-  ``expected(plan)`` gives the shapes of ``fields`` a leaf's plan implies.
-  """
-  treedef = jax.tree.structure(updates)
-  columns = [treedef.flatten_up_to(f) for f in fields]
-  for (path, g), plan, arrays in zip(
-      jax.tree_util.tree_leaves_with_path(updates),
-      treedef.flatten_up_to(plans), zip(*columns)):
-    want = tuple(tuple(s) for s in expected(plan))
-    have = tuple(tuple(jnp.shape(a)) for a in arrays)
-    if want != have:
-      raise ValueError(
-          f'{fn_name}: leaf {_leaf_name(path)} has shape {jnp.shape(g)} in the'
-          f' updates, which implies optimizer state shapes {want}, but the'
-          f' state has {have}. Were the updates built from other params than'
-          ' those given to init?')
 
 
 def _per_leaf(fn, treedef, n_out, *trees):
@@ -339,7 +258,7 @@ def _subspace_momentum_numerator(g, mu, proj, count, b1, gap,
     return mu / (1 - b1 ** (count + 1).astype(dtype)), mu, proj
 
   plan, r, right = sp.plan, sp.rank, sp.side == 'right'
-  G = to_matrix(g, plan)
+  G = plan.to_matrix(g)
   since = count % gap
   refresh = since == 0
 
@@ -362,7 +281,7 @@ def _subspace_momentum_numerator(g, mu, proj, count, b1, gap,
   mu = b1 * jnp.where(refresh, 0, mu) + (1 - b1) * low
   bc1 = 1 - b1 ** (since + 1).astype(dtype)
   numerator = back(mu / bc1) + (G - back(low))
-  return from_matrix(numerator, plan), mu, proj
+  return plan.from_matrix(numerator), mu, proj
 
 
 @functools.partial(jax.jit, static_argnames='sn')
@@ -405,13 +324,6 @@ def _check_rank(rank):
     raise ValueError(
         f'rank must be a positive Python integer (it sets the shapes of the'
         f' optimizer state), got {rank!r}.')
-
-
-def _check_state(fn_name, state, cls):
-  if not isinstance(state, cls):
-    raise TypeError(
-        f'{fn_name}: expected a {cls.__name__}, got {type(state).__name__}.'
-        ' Was this state made by another optimizer?')
 
 
 # -- Subset-Norm on its own ----------------------------------------------------
@@ -473,7 +385,7 @@ def scale_by_subset_norm(
         dimension_numbers)
 
   def init_fn(params):
-    _check_float_leaves(name, params, 'parameter')
+    _validation.check_float_leaves(params, 'parameter', name)
     plans = plans_for(params)
     return ScaleBySubsetNormState(
         count=jnp.zeros([], jnp.int32),
@@ -483,12 +395,13 @@ def scale_by_subset_norm(
 
   def update_fn(updates, state, params=None):
     del params
-    _check_state(name, state, ScaleBySubsetNormState)
-    _check_matches_state(name, updates, state.nu)
-    _check_float_leaves(name, updates, 'update')
+    _validation.check_state_type(state, ScaleBySubsetNormState, name)
+    _validation.check_matches_state(
+        updates, state.nu, name, _validation.no_shape_check)
+    _validation.check_float_leaves(updates, 'update', name)
     plans = plans_for(updates)
-    _check_state_shapes(name, updates, plans, lambda sn: (sn.acc_shape,),
-                        state.nu)
+    _validation.check_state_shapes(
+        name, updates, plans, lambda sn: (sn.acc_shape,), state.nu)
     treedef = jax.tree.structure(updates)
     direction, nu = _per_leaf(
         lambda g, n, sn: _sn_leaf(g, n, state.count, b2, eps, sn),
@@ -582,18 +495,19 @@ def scale_by_subspace_momentum(
         dimension_numbers)
 
   def init_fn(params):
-    _check_float_leaves(name, params, 'parameter')
+    _validation.check_float_leaves(params, 'parameter', name)
     mu, proj = _sm_init(params, plans_for(params), mu_dtype)
     return ScaleBySubspaceMomentumState(
         count=jnp.zeros([], jnp.int32), mu=mu, proj=proj)
 
   def update_fn(updates, state, params=None):
     del params
-    _check_state(name, state, ScaleBySubspaceMomentumState)
-    _check_matches_state(name, updates, state.mu)
-    _check_float_leaves(name, updates, 'update')
+    _validation.check_state_type(state, ScaleBySubspaceMomentumState, name)
+    _validation.check_matches_state(
+        updates, state.mu, name, _validation.no_shape_check)
+    _validation.check_float_leaves(updates, 'update', name)
     plans = plans_for(updates)
-    _check_state_shapes(name, updates, plans,
+    _validation.check_state_shapes(name, updates, plans,
                         lambda sp: (sp.mu_shape, sp.proj_shape),
                         state.mu, state.proj)
     treedef = jax.tree.structure(updates)
@@ -683,7 +597,7 @@ def scale_by_adam_snsm(
             jax.tree.map(lambda p: p[1], pairs, is_leaf=is_pair))
 
   def init_fn(params):
-    _check_float_leaves(name, params, 'parameter')
+    _validation.check_float_leaves(params, 'parameter', name)
     sm_plans, sn_plans = plans_for(params)
     mu, proj = _sm_init(params, sm_plans, mu_dtype)
     return ScaleByAdamSNSMState(
@@ -694,11 +608,12 @@ def scale_by_adam_snsm(
 
   def update_fn(updates, state, params=None):
     del params
-    _check_state(name, state, ScaleByAdamSNSMState)
-    _check_matches_state(name, updates, state.mu)
-    _check_float_leaves(name, updates, 'update')
+    _validation.check_state_type(state, ScaleByAdamSNSMState, name)
+    _validation.check_matches_state(
+        updates, state.mu, name, _validation.no_shape_check)
+    _validation.check_float_leaves(updates, 'update', name)
     sm_plans, sn_plans = plans_for(updates)
-    _check_state_shapes(
+    _validation.check_state_shapes(
         name, updates, jax.tree.map(lambda a, b: (a, b), sm_plans, sn_plans),
         lambda p: (p[0].mu_shape, p[0].proj_shape, p[1].acc_shape),
         state.mu, state.proj, state.nu)

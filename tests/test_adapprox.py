@@ -26,12 +26,10 @@ from alada_optax.adapprox import ScaleByAdapproxState
 from alada_optax.adapprox import adapprox
 from alada_optax.adapprox import as_rsi
 from alada_optax.adapprox import scale_by_adapprox
-from tests import optax_checks
 from tests.alada_reference import eq12
 from tests.optax_checks import OptaxCommonChecks
 
-# Static (shape-setting) hyperparameters, to be added to
-# tests.optax_checks.STATIC_HPARAMS.
+# Static (shape-setting) hyperparameters (also in tests.optax_checks).
 STATIC = ('max_rank', 'oversample', 'power_iterations',
           'min_dim_size_to_factor')
 
@@ -496,15 +494,6 @@ def test_inject_hyperparams_same_trajectory():
 
 
 # -- optax's common checks -----------------------------------------------------
-
-
-@pytest.fixture(autouse=True)
-def _static_hparams(monkeypatch, request):
-  """Until tests/optax_checks.py lists them, declare this module's statics."""
-  if request.cls is not None and issubclass(request.cls, OptaxCommonChecks):
-    monkeypatch.setattr(
-        optax_checks, 'STATIC_HPARAMS',
-        tuple(dict.fromkeys(optax_checks.STATIC_HPARAMS + STATIC)))
 
 
 class TestAdapproxOptaxChecks(OptaxCommonChecks):

@@ -23,14 +23,8 @@ from alada_optax.subset_norm import adamw_snsm
 from alada_optax.subset_norm import scale_by_adam_snsm
 from alada_optax.subset_norm import scale_by_subset_norm
 from alada_optax.subset_norm import scale_by_subspace_momentum
-from tests import optax_checks
 from tests.alada_reference import eq12
 from tests.optax_checks import OptaxCommonChecks
-
-# Static (shape-setting) hyperparameters of this module's factories, to be
-# added to tests.optax_checks.STATIC_HPARAMS.
-STATIC = ('rank', 'subset_size')
-
 
 # -- the float64 transcription -------------------------------------------------
 
@@ -74,7 +68,7 @@ class SNSMLeaf:
     c = 1.0 if adagrad else 1 - self.b2
     bc2 = 1.0 if adagrad else 1 - self.b2 ** (t + 1)
     if self.sn == 'coord':
-      s, shape = g**2, g.shape
+      s = g**2
     elif self.sn == 'flat':
       s = (g.reshape(-1, self.s) ** 2).sum(1)
     else:
@@ -517,15 +511,6 @@ def test_inject_hyperparams_same_trajectory():
 
 
 # -- optax's common checks -----------------------------------------------------
-
-
-@pytest.fixture(autouse=True)
-def _static_hparams(monkeypatch, request):
-  """Until tests/optax_checks.py lists them, declare this module's statics."""
-  if request.cls is not None and issubclass(request.cls, OptaxCommonChecks):
-    monkeypatch.setattr(
-        optax_checks, 'STATIC_HPARAMS',
-        tuple(dict.fromkeys(optax_checks.STATIC_HPARAMS + STATIC)))
 
 
 class TestSubsetNormOptaxChecks(OptaxCommonChecks):

@@ -36,7 +36,6 @@ import dataclasses
 import glob
 import gzip
 import io
-import lzma
 import os
 import struct
 import subprocess
@@ -46,7 +45,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from examples.text_classification import input_pipeline as polarity
+from examples.common import movie_snippets as polarity
 
 AUSTEN_DEB_GLOB = 'r-cran-janeaustenr_*_all.deb'
 AUSTEN_APT_DOWNLOAD = ['apt-get', 'download', 'r-cran-janeaustenr']

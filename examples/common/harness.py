@@ -403,7 +403,7 @@ def plot_results(
                  label=label, **style)
     if r.eval_steps:
       ax_metric.plot(r.eval_steps, r.eval_metric, marker='o', label=label, **style)
-  ax_loss.set(xlabel='step', ylabel=f'train loss (EMA)', title=f'{task.name}: training loss')
+  ax_loss.set(xlabel='step', ylabel='train loss (EMA)', title=f'{task.name}: training loss')
   ax_metric.set(xlabel='step', ylabel=task.metric_name,
                 title=f'{task.name}: held-out {task.metric_name}')
   for ax in (ax_loss, ax_metric):
