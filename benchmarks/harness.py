@@ -17,6 +17,7 @@ optimizer once, in a rotated order), after warm-up, with their spread
 
 from __future__ import annotations
 
+import concurrent.futures
 import dataclasses
 import statistics
 import time
@@ -116,6 +117,13 @@ def compile_program(step, params, opt, third) -> Program:
                  Memory.of(compiled, params, state), seconds)
 
 
+def compile_all(make: Callable[[str], Any], names, jobs: int) -> dict[str, Any]:
+  """{name: make(name)}, compiled on ``jobs`` threads (XLA drops the GIL)."""
+  with concurrent.futures.ThreadPoolExecutor(max(1, jobs)) as pool:
+    futures = {n: pool.submit(make, n) for n in names}
+    return {n: f.result() for n, f in futures.items()}
+
+
 def compile_train_step(model: models_lib.Model,
                        opt: optax.GradientTransformation) -> Program:
   params = jax.eval_shape(model.init, jax.random.key(0))
@@ -193,3 +201,14 @@ def fake_grads(params, seed: int = 2):
   return jax.tree.unflatten(treedef, [
       1e-3 * jax.random.normal(k, x.shape, x.dtype)
       for k, x in zip(keys, leaves)])
+
+
+def time_programs(programs: dict[str, Program], opts, params, third,
+                  warmup: int, rounds: int) -> dict[str, dict[str, Any]]:
+  """Times the donated programs interleaved, each on its own copy of params."""
+  runners = {n: Runner(prog, jax.tree.map(lambda x: x.copy(), params),
+                       opts[n], third) for n, prog in programs.items()}
+  del params
+  timings = time_interleaved(runners, warmup, rounds)
+  return {n: {'memory': prog.memory, 'time': timings[n],
+              'compile_s': prog.compile_s} for n, prog in programs.items()}

@@ -1,0 +1,328 @@
+"""The benchmark suite, in one command:
+
+    python -m benchmarks.run                 # full suite (about 13 min on 2 CPU cores)
+    python -m benchmarks.run --quick         # small shapes: a smoke run (minutes)
+
+For each optimizer (SGD+momentum as the floor, Adam, Adafactor with and
+without momentum, Alada with fp32 and bf16 momentum) it measures
+
+* the optimizer-state bytes (built by ``init`` under ``jax.eval_shape``);
+* the compiled peak memory of the donated train step (params and state
+  donated), from XLA's memory analysis of the compiled program;
+* the step time of that train step (warm-up, interleaved rounds, median and
+  interquartile range);
+
+on a deep tanh MLP (8 layers of 2048 x 2048, batch 8) and a GPT-2-small-shaped
+transformer (12 blocks, d=768, vocab 50257, tied embedding, batch 1 x 256),
+plus the optimizer update alone on the GPT-2-shaped params, and a sweep of the
+MLP's width. The ``methods`` part (:mod:`benchmarks.methods`) sets every
+method of the package side by side (SGD+momentum, Adam, Adafactor, Alada,
+SMMF, CAME, AdamW-SN-SM, Adapprox): memory and step time on the MLP, and the
+held-out loss of a byte-level transformer LM trained on movie-review
+sentences at a 3-point learning-rate grid per method. It writes
+``results.md`` (tables), ``results.json`` (every figure) and ``memory.png``,
+``time.png``, ``scaling.png``, ``methods.png`` under ``--out`` (default
+``benchmarks/results``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import sys
+import time
+from typing import Any
+
+import jax
+import optax
+
+from benchmarks import harness
+from benchmarks import methods as methods_lib
+from benchmarks import models as models_lib
+
+MiB = 2**20
+
+
+def machine() -> dict[str, Any]:
+  dev = jax.devices()[0]
+  cpu = platform.processor() or platform.machine()
+  try:
+    with open('/proc/cpuinfo') as f:
+      for line in f:
+        if line.startswith('model name'):
+          cpu = line.split(':', 1)[1].strip()
+          break
+  except OSError:
+    pass
+  return {
+      'device': f'{dev.platform}: {getattr(dev, "device_kind", dev)}',
+      'devices': jax.device_count(),
+      'cpu': cpu,
+      'cpu_cores': os.cpu_count(),
+      'python': platform.python_version(),
+      'jax': jax.__version__,
+      'jaxlib': getattr(jax.lib, '__version__', None) or _jaxlib_version(),
+      'optax': optax.__version__,
+      'date': datetime.date.today().isoformat(),
+  }
+
+
+def _jaxlib_version():
+  import jaxlib  # pylint: disable=g-import-not-at-top
+  return jaxlib.__version__
+
+
+def bench_model(model, names, jobs, warmup, rounds, log) -> dict[str, Any]:
+  """Memory and step time of the donated train step of every optimizer."""
+  opts = {n: harness.OPTIMIZERS[n]() for n in names}
+  programs = harness.compile_all(
+      lambda n: harness.compile_train_step(model, opts[n]), names, jobs)
+  for n, prog in programs.items():
+    log(f'  {n}: peak {prog.memory.peak / MiB:,.1f} MiB, '
+        f'compiled in {prog.compile_s:.0f} s')
+  return harness.time_programs(programs, opts, harness.concrete_params(model),
+                               harness.concrete_batch(model), warmup, rounds)
+
+
+def bench_update(model, names, jobs, warmup, rounds, log) -> dict[str, Any]:
+  """Step time of the optimizer update alone (donated) on the model's params."""
+  opts = {n: harness.OPTIMIZERS[n]() for n in names}
+  abstract = jax.eval_shape(model.init, jax.random.key(0))
+  programs = harness.compile_all(
+      lambda n: harness.compile_update_step(abstract, opts[n]), names, jobs)
+  params = harness.concrete_params(model)
+  results = harness.time_programs(programs, opts, params,
+                                  harness.fake_grads(params), warmup, rounds)
+  for n in names:
+    log(f'  {n}: {results[n]["time"].median * 1e3:,.1f} ms')
+  return results
+
+
+# -- formatting ---------------------------------------------------------------
+
+def _ms(t: harness.Timing) -> str:
+  return f'{t.median * 1e3:,.1f} ({t.low * 1e3:,.1f}-{t.high * 1e3:,.1f})'
+
+
+def memory_table(res, title) -> list[str]:
+  adam = res['Adam']['memory'].peak
+  sgd = res['SGD+momentum']['memory'].peak
+  p = next(iter(res.values()))['memory'].params
+  lines = [f'**{title}** (params: {p / MiB:,.1f} MiB fp32)', '',
+           '| optimizer | state | compiled peak | peak / params | '
+           'peak / Adam | peak / SGD+m |',
+           '|---|---:|---:|---:|---:|---:|']
+  for n, r in res.items():
+    m = r['memory']
+    lines.append(
+        f'| {n} | {m.state / MiB:,.1f} MiB ({m.state / m.params:.3f}x) | '
+        f'{m.peak / MiB:,.1f} MiB | {m.peak / m.params:.3f}x | '
+        f'{m.peak / adam:.3f} | {m.peak / sgd:.3f} |')
+  return lines + ['']
+
+
+def time_table(sections) -> list[str]:
+  """sections: [(column title, results)] -> one table of step times."""
+  names = list(sections[0][1])
+  head = '| optimizer | ' + ' | '.join(
+      f'{t}: ms (IQR) | / Adam' for t, _ in sections) + ' |'
+  lines = [head, '|---|' + '---:|---:|' * len(sections)]
+  for n in names:
+    cells = []
+    for _, res in sections:
+      t = res[n]['time']
+      cells.append(f'{_ms(t)} | {t.median / res["Adam"]["time"].median:.2f}')
+    lines.append(f'| {n} | ' + ' | '.join(cells) + ' |')
+  return lines + ['']
+
+
+def scaling_table(sweep) -> list[str]:
+  widths = sorted(sweep)
+  names = list(sweep[widths[0]])
+  lines = ['| optimizer | ' + ' | '.join(
+      f'd={w}: peak (x params), ms' for w in widths) + ' |',
+           '|---|' + '---:|' * len(widths)]
+  for n in names:
+    cells = []
+    for w in widths:
+      r = sweep[w][n]
+      m = r['memory']
+      cells.append(f'{m.peak / MiB:,.0f} MiB ({m.peak / m.params:.2f}x), '
+                   f'{r["time"].median * 1e3:,.1f}')
+    lines.append(f'| {n} | ' + ' | '.join(cells) + ' |')
+  return lines + ['']
+
+
+def checks(results) -> list[tuple[str, float, float]]:
+  """(what, measured, bound): the targets of the memory/time work."""
+  out = []
+  mlp, gpt = results.get('mlp'), results.get('gpt2')
+  if mlp:
+    peak = lambda n: mlp[n]['memory'].peak
+    out += [
+        ('MLP peak: Alada / SGD+momentum', peak('Alada') / peak('SGD+momentum'), 1.05),
+        ('MLP peak: Alada / Adam', peak('Alada') / peak('Adam'), 0.72),
+        ('MLP peak: Alada bf16 M / SGD+momentum',
+         peak('Alada, bf16 M') / peak('SGD+momentum'), 0.80),
+    ]
+  if gpt:
+    out += [
+        ('GPT-2 peak: Alada / Adam',
+         gpt['Alada']['memory'].peak / gpt['Adam']['memory'].peak, 0.74),
+        ('GPT-2 peak: Alada / SGD+momentum (the floor of a full fp32 M)',
+         gpt['Alada']['memory'].peak / gpt['SGD+momentum']['memory'].peak,
+         1.01),
+        ('GPT-2 step time: Alada / Adam (median)',
+         gpt['Alada']['time'].median / gpt['Adam']['time'].median, 1.15),
+    ]
+  upd = results.get('update')
+  if upd:
+    out.append(('GPT-2-shaped update alone: Alada / Adam (median)',
+                upd['Alada']['time'].median / upd['Adam']['time'].median, 1.5))
+  return out
+
+
+def markdown(results, info, args, seconds) -> str:
+  cmd = 'python -m benchmarks.run' + (' --quick' if args.quick else '')
+  lines = [
+      '# alada_optax benchmarks', '',
+      f'`{cmd}` on {info["device"]} ({info["cpu"]}, {info["cpu_cores"]} cores), '
+      f'jax {info["jax"]}, jaxlib {info["jaxlib"]}, optax {info["optax"]}, '
+      f'{info["date"]}; the suite took {seconds / 60:.1f} min.', '',
+      'Peak = arguments + outputs - donated + temporaries of the compiled, '
+      'donated train step (XLA memory analysis: deterministic). Times: '
+      f'{args.warmup} warm-up steps (1 for GPT-2), then {args.rounds or 7} '
+      f'interleaved rounds ({args.rounds or 5} for GPT-2); '
+      'median (interquartile range) in ms.', '']
+  if 'mlp' in results:
+    lines += ['## Compiled peak memory of the train step', '']
+    lines += memory_table(results['mlp'], results['mlp_name'])
+  if 'gpt2' in results:
+    lines += memory_table(results['gpt2'], results['gpt2_name'])
+  sections = []
+  if 'mlp' in results:
+    sections.append(('MLP step', results['mlp']))
+  if 'gpt2' in results:
+    sections.append(('GPT-2 step', results['gpt2']))
+  if 'update' in results:
+    sections.append(('GPT-2-shaped update alone', results['update']))
+  if sections:
+    lines += ['## Step time', ''] + time_table(sections)
+  if results.get('sweep'):
+    lines += ['## Scaling with the MLP width', '',
+              f'{results["sweep_name"]}; time is the median train-step time.', '']
+    lines += scaling_table(results['sweep'])
+  if 'methods' in results:
+    lines += methods_lib.markdown(results['methods'])
+  found = checks(results)
+  if found:
+    lines += ['## Checks', '', '| what | measured | bound | |', '|---|---:|---:|---|']
+    lines += [f'| {w} | {v:.3f} | {b} | {"ok" if v <= b else "MISSED"} |'
+              for w, v, b in found]
+    lines += ['', 'The GPT-2 peak bound of 0.74x Adam\'s lies below the floor of '
+              'any method that keeps a full fp32 first moment in a JAX step '
+              '(params + M + the model\'s own temporaries, where SGD+momentum '
+              'sits): see docs/benchmarks_in_backward.md '
+              '(`python -m benchmarks.in_backward`).', '']
+  return '\n'.join(lines)
+
+
+def to_json(results, info, seconds) -> dict[str, Any]:
+  def convert(x):
+    if isinstance(x, harness.Memory):
+      return {**x.__dict__, 'peak': x.peak}
+    if isinstance(x, harness.Timing):
+      return {'median_s': x.median, 'seconds': x.seconds}
+    if isinstance(x, dict):
+      return {str(k): convert(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+      return [convert(v) for v in x]
+    return x
+  return {'machine': info, 'seconds': seconds, 'results': convert(results)}
+
+
+def main(argv=None) -> int:
+  parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+  parser.add_argument('--out', default=os.path.join(
+      os.path.dirname(os.path.abspath(__file__)), 'results'))
+  parser.add_argument('--quick', action='store_true',
+                      help='small shapes: a smoke run of the whole suite')
+  parser.add_argument('--jobs', type=int, default=2,
+                      help='programs compiled at once')
+  parser.add_argument('--warmup', type=int, default=2)
+  parser.add_argument('--rounds', type=int, default=None,
+                      help='timed rounds (default 7, 5 for GPT-2)')
+  parser.add_argument('--only', default='mlp,gpt2,update,sweep,methods',
+                      help='comma-separated parts to run')
+  args = parser.parse_args(argv)
+  parts = set(args.only.split(','))
+  start = time.perf_counter()
+  log = lambda s: print(f'[{time.perf_counter() - start:6.0f} s] {s}',
+                        flush=True)
+  info = machine()
+  log(f'{info["device"]}, jax {info["jax"]}')
+  names = list(harness.OPTIMIZERS)
+  if args.quick:
+    mlp = models_lib.mlp(layers=4, width=256, batch=8)
+    gpt2 = models_lib.gpt2(layers=2, d=128, heads=4, vocab=1024, ctx=128,
+                           seq=64)
+    widths = [128, 256, 512]
+  else:
+    mlp = models_lib.mlp()
+    gpt2 = models_lib.gpt2()
+    widths = [512, 1024, 2048, 4096]
+  rounds = args.rounds or 7
+  results: dict[str, Any] = {}
+
+  if 'mlp' in parts:
+    log(f'{mlp.name}: compiling and timing')
+    results['mlp'] = bench_model(mlp, names, args.jobs, args.warmup, rounds, log)
+    results['mlp_name'] = mlp.name
+  if 'gpt2' in parts:
+    log(f'{gpt2.name}: compiling and timing')
+    # A GPT-2 step takes seconds on a CPU: one warm-up run is enough for the
+    # ahead-of-time compiled program.
+    results['gpt2'] = bench_model(gpt2, names, args.jobs, min(args.warmup, 1),
+                                  args.rounds or 5, log)
+    results['gpt2_name'] = gpt2.name
+  if 'update' in parts:
+    log('optimizer update alone on the GPT-2-shaped params')
+    results['update'] = bench_update(gpt2, names, args.jobs, args.warmup,
+                                     rounds, log)
+  if 'sweep' in parts:
+    sweep = {}
+    for w in widths:
+      model = models_lib.mlp(layers=mlp.config['layers'], width=w, batch=8)
+      if 'mlp' in results and model.name == mlp.name:
+        sweep[w] = results['mlp']
+        continue
+      log(f'sweep: {model.name}')
+      sweep[w] = bench_model(model, names, args.jobs, args.warmup, rounds,
+                             lambda s: None)
+    results['sweep'] = sweep
+    results['sweep_name'] = (f'MLP of {mlp.config["layers"]} tanh layers of '
+                             'width d, batch 8')
+  if 'methods' in parts:
+    results['methods'] = methods_lib.run(args.quick, args.jobs, args.warmup,
+                                         rounds, log)
+
+  seconds = time.perf_counter() - start
+  os.makedirs(args.out, exist_ok=True)
+  with open(os.path.join(args.out, 'results.md'), 'w') as f:
+    f.write(markdown(results, info, args, seconds) + '\n')
+  with open(os.path.join(args.out, 'results.json'), 'w') as f:
+    json.dump(to_json(results, info, seconds), f, indent=1)
+  from benchmarks import plots  # pylint: disable=g-import-not-at-top
+  plots.write_all(results, info, args.out)
+  if 'methods' in results:
+    methods_lib.plot(results['methods'], args.out)
+  log(f'done in {seconds / 60:.1f} min: {args.out}/results.md')
+  print(markdown(results, info, args, seconds))
+  return 0
+
+
+if __name__ == '__main__':
+  sys.exit(main())
