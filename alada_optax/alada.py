@@ -123,36 +123,42 @@ def _alada_leaf(
         # M_1 = (1 - b1) G_0 (M is 0 before a matrix starts), and
         # p0 = sqrt(v0) 1_m, q0 = sqrt(v0) 1_n: unit weights of exactly 1 (all
         # 0 if ||G_0||^2 underflows to 0).
+        like = matricize.match_sharding  # explicit mesh axes: equal shardings
         mm = m()
-        v0 = jnp.where(started, v0, plan.sum_per_matrix(mm * mm)
+        v0 = jnp.where(started, v0, like(plan.sum_per_matrix(mm * mm), v0)
                        / (jnp.square(1 - b1) * (plan.m * plan.n)))
         root, nonzero = jnp.sqrt(v0), v0 > 0
-        p = jnp.where(started[..., None], p, root[..., None])
-        q = jnp.where(started[..., None], q, root[..., None])
+        p = jnp.where(started[..., None], p, like(root[..., None], p))
+        q = jnp.where(started[..., None], q, like(root[..., None], q))
         new = ~started[..., None]
-        u_p, u_q = (jnp.where(new, jnp.where(nonzero[..., None], 1, 0), u)
-                    for u in (u_p, u_q))
-        scale_p, scale_q = (jnp.where(started, s, jnp.where(nonzero, root, 1))
-                            for s in (scale_p, scale_q))
-        norm2_p, norm2_q = (jnp.where(started, s, jnp.where(nonzero, k, 0))
-                            for s, k in ((norm2_p, plan.m), (norm2_q, plan.n)))
+        u_p, u_q = (
+            jnp.where(new, like(jnp.where(nonzero[..., None], 1., 0.), u), u)
+            for u in (u_p, u_q))
+        scale_p, scale_q = (
+            jnp.where(started, s, like(jnp.where(nonzero, root, 1), s))
+            for s in (scale_p, scale_q))
+        norm2_p, norm2_q = (
+            jnp.where(started, s, like(jnp.where(nonzero, k, 0), s))
+            for s, k in ((norm2_p, plan.m), (norm2_q, plan.n)))
 
-      def least_squares(weighted_sum, scale, norm2):
-        # V f / (||f||^2 + eps) with V = (M / bc1)^2, f = scale * unit.
+      def least_squares(weighted_sum, scale, norm2, factor):
+        # V f / (||f||^2 + eps) with V = (M / bc1)^2, f = scale * unit, laid
+        # out like the factor it updates.
         v_f = weighted_sum / jnp.square(bc1)[..., None]
-        return v_f / (scale * norm2 + eps / scale)[..., None]
+        return matricize.match_sharding(
+            v_f / (scale * norm2 + eps / scale)[..., None], factor)
 
       p_new, q_new = p, q
       if rows:  # Lines 13-15: p <- b2 p + (1 - b2) V q / (||q||^2 + eps).
         mm = m()
         vq = plan.sum_over_cols(mm * plan.expand_cols(u_q) * mm)
-        p_new = b2 * p + (1 - b2) * least_squares(vq, scale_q, norm2_q)
+        p_new = b2 * p + (1 - b2) * least_squares(vq, scale_q, norm2_q, p)
         if cols:
           p_new = jnp.where(even[..., None], p_new, p)
       if cols:  # Lines 16-18: q <- b2 q + (1 - b2) V^T p / (||p||^2 + eps).
         mm = m()
         vp = plan.sum_over_rows(mm * plan.expand_rows(u_p) * mm)
-        q_new = b2 * q + (1 - b2) * least_squares(vp, scale_p, norm2_p)
+        q_new = b2 * q + (1 - b2) * least_squares(vp, scale_p, norm2_p, q)
         if rows:
           q_new = jnp.where(even[..., None], q, q_new)
       return p_new, q_new, v0, b2_pow * v0

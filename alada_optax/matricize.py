@@ -86,6 +86,39 @@ def eq12_split(shape: Sequence[int]) -> int:
   return best_j
 
 
+def _reshape_vector(x: jax.Array, shape: tuple[int, ...]) -> jax.Array:
+  """``x.reshape(shape)`` for the factor-sized arrays of a plan.
+
+  On a mesh with explicit axes (sharding in types), merging or splitting a
+  sharded dimension has no implied output sharding and JAX refuses it; these
+  arrays are vectors (m or n floats per matrix), so they are replicated
+  first, which moves only vectors between devices. On meshes with automatic
+  axes (and on one device) this is a plain reshape.
+  """
+  if x.shape != shape and _explicit_spec(x) is not None:
+    x = jax.sharding.reshard(x, jax.sharding.PartitionSpec())
+  return x.reshape(shape)
+
+
+def _explicit_spec(x: jax.Array):
+  """The PartitionSpec in ``x``'s type (explicit mesh axes), or None."""
+  spec = getattr(jax.typeof(x).sharding, 'spec', None)
+  return spec if spec is not None and any(s is not None for s in spec) else None
+
+
+def match_sharding(x: jax.Array, like: jax.Array) -> jax.Array:
+  """``x`` broadcast to ``like``'s shape, with ``like``'s explicit sharding.
+
+  For factor-sized values (vectors) combined with a stored factor on a mesh
+  with explicit axes, where ``where``/``select`` need equal shardings. A
+  no-op on meshes with automatic axes and on one device.
+  """
+  spec = _explicit_spec(like)
+  if spec is None:
+    return x
+  return jax.sharding.reshard(jnp.broadcast_to(x, like.shape), spec)
+
+
 @dataclasses.dataclass(frozen=True)
 class MatrixPlan:
   """A static plan that views a tensor as a batch of ``m x n`` matrices.
@@ -142,7 +175,7 @@ class MatrixPlan:
   def _to_layout(self, x: jax.Array, axes: tuple[int, ...]) -> jax.Array:
     """Broadcastable view of ``x`` (dims ``batch_axes + axes``, in that order,
     with ``axes`` flattened in ``x``'s last dimension) in the tensor layout."""
-    x = x.reshape(self.batch_shape + tuple(self.shape[a] for a in axes))
+    x = _reshape_vector(x, self.batch_shape + tuple(self.shape[a] for a in axes))
     order = self.batch_axes + axes
     # Put the dims in the tensor's axis order, then add the missing ones.
     x = jnp.transpose(x, np.argsort(order))
@@ -156,7 +189,8 @@ class MatrixPlan:
     remaining = tuple(sorted(self.batch_axes + kept))
     order = self.batch_axes + kept
     x = jnp.transpose(x, [remaining.index(a) for a in order])
-    return x.reshape(self.batch_shape + (math.prod(self.shape[a] for a in kept),))
+    return _reshape_vector(
+        x, self.batch_shape + (math.prod(self.shape[a] for a in kept),))
 
   def expand_rows(self, p: jax.Array) -> jax.Array:
     """Row factor ``batch_shape + (m,)`` -> broadcastable against the tensor."""

@@ -332,13 +332,17 @@ def _explicit_axes(params0, want_params):
       params = jax.device_put(params0, psh)
       state = jax.jit(opt.init, out_shardings=ssh)(params)
       jitted = jax.jit(step, in_shardings=(psh, ssh, psh),
-                       out_shardings=(psh, ssh))
+                       out_shardings=(psh, ssh)).lower(
+                           params, state, params).compile()
+      coll = ash.hlo_collectives(jitted.as_text())
       for t in range(STEPS):
         params, state = jitted(params, state, jax.device_put(_grads(t), psh))
   except Exception as e:  # pylint: disable=broad-except
     return {'error': f'{type(e).__name__}: {str(e).splitlines()[0]}'}
   return {'error': None,
-          'max_rel_dev_params': _max_rel_dev(params, want_params)}
+          'max_rel_dev_params': _max_rel_dev(params, want_params),
+          'largest_collective_elements': max(c.elements for c in coll),
+          'collective_ops': sorted({c.op for c in coll})}
 
 
 def _nnx_sharded(mesh):

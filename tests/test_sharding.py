@@ -304,14 +304,14 @@ def test_flax_nnx_sharded(checks):
   assert nnx_checks['state_layout_ok'] and nnx_checks['mu_like_params']
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason='explicit mesh axes: the merged-axis reshape in'
-    ' matricize.MatrixPlan._from_layout needs an out_sharding'
-    ' (docs/scaling_out.md, "Mesh axis types"); drop this mark once it has one')
 def test_explicit_mesh_axes(checks):
-  assert checks['explicit_axes']['error'] is None
-  assert checks['explicit_axes']['max_rel_dev_params'] < 1e-5
+  """A mesh with explicit axes (sharding in types): same steps, vectors moved."""
+  explicit = checks['explicit_axes']
+  assert explicit['error'] is None
+  assert explicit['max_rel_dev_params'] < 1e-5
+  assert explicit['largest_collective_elements'] <= checks[
+      'largest_factor_elements']
+  assert set(explicit['collective_ops']) <= {'all-reduce', 'all-gather'}
 
 
 def test_sharded_example_runs():
