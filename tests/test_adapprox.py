@@ -27,6 +27,7 @@ from alada_optax.adapprox import adapprox
 from alada_optax.adapprox import as_rsi
 from alada_optax.adapprox import scale_by_adapprox
 from tests.alada_reference import eq12
+from tests import trajectories
 from tests.optax_checks import OptaxCommonChecks
 
 # Static (shape-setting) hyperparameters (also in tests.optax_checks).
@@ -139,44 +140,6 @@ SHAPES = {
 }
 
 
-def quadratic_problem(seed=0, shapes=SHAPES, steps=64):
-  rng = np.random.default_rng(seed)
-  target = {k: rng.normal(size=s) for k, s in shapes.items()}
-  x0 = {k: rng.normal(size=s) for k, s in shapes.items()}
-  curv = {k: np.exp(rng.normal(size=s)) for k, s in shapes.items()}
-  noise = [{k: 0.3 * rng.normal(size=s) for k, s in shapes.items()}
-           for _ in range(steps)]
-
-  def grad_fn(x, t):
-    return {k: curv[k] * (x[k] - target[k]) + noise[t][k] for k in x}
-
-  return x0, grad_fn
-
-
-def run_optax(opt, x0, grad_fn, steps, dtype=jnp.float64):
-  params = {k: jnp.asarray(v, dtype) for k, v in x0.items()}
-  state = opt.init(params)
-
-  @jax.jit
-  def apply(grads, state, params):
-    updates, state = opt.update(grads, state, params)
-    return optax.apply_updates(params, updates), state
-
-  history, states = [], []
-  for t in range(steps):
-    grads = grad_fn({k: np.asarray(v) for k, v in params.items()}, t)
-    params, state = apply({k: jnp.asarray(v, dtype) for k, v in grads.items()},
-                          state, params)
-    history.append({k: np.asarray(v) for k, v in params.items()})
-    states.append(state)
-  return history, states
-
-
-def max_rel_dev(got, want):
-  return max(float(np.max(np.abs(got[k] - want[k])) / np.max(np.abs(want[k])))
-             for k in want)
-
-
 CONFIGS = {  # the variant runs on fewer leaves (compilation time)
     'momentum': dict(b1=0.9, tol=0.2, min_rank=1, shapes=SHAPES),
     'no-momentum-min-rank-2': dict(b1=None, tol=0.3, min_rank=2,
@@ -192,15 +155,17 @@ def test_matches_float64_transcription(config):
             min_rank=c['min_rank'], max_rank=3, oversample=2, iters=2,
             min_dim=4)
   lr = lambda t: 0.05 - 0.001 * t
-  x0, grad_fn = quadratic_problem(shapes={k: SHAPES[k] for k in c['shapes']})
+  x0, grad_fn = trajectories.quadratic_problem(
+      {k: SHAPES[k] for k in c['shapes']}, curvature=True)
   want, want_ranks, _ = run_reference(x0, grad_fn, steps, lr, wd, seed, **kw)
   opt = adapprox(lr, b1=c['b1'], b2=0.95, eps=1e-8, clip_threshold=1.0,
                  weight_decay=wd, rank_tolerance=c['tol'],
                  min_rank=c['min_rank'], seed=seed, max_rank=3, oversample=2,
                  power_iterations=2, min_dim_size_to_factor=4)
   with jax.enable_x64(True):
-    got, states = run_optax(opt, x0, grad_fn, steps)
-  devs = [max_rel_dev(got[t], want[t]) for t in range(steps)]
+    got, states = trajectories.run_optax(opt, x0, grad_fn, steps,
+                                         all_states=True)
+  devs = [trajectories.max_rel_dev(got[t], want[t]) for t in range(steps)]
   assert max(devs) < 1e-9, f'max relative deviation {max(devs):.3g}'
   got_ranks = [{k: int(s[0].rank[k]) for k in want_ranks[0]} for s in states]
   assert got_ranks == want_ranks

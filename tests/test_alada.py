@@ -12,6 +12,8 @@ import pytest
 import alada_optax
 from alada_optax import alada, scale_by_alada
 from tests import alada_reference as ref
+from tests import trajectories
+from tests import transform_checks
 from tests.optax_checks import OptaxCommonChecks
 
 # Leaves of every order the paper's eq. (12) treats, including ties.
@@ -23,48 +25,6 @@ SHAPES = {
     'vector': (7,),
     'scalar': (),
 }
-
-
-def _quadratic_problem(seed=0, shapes=SHAPES):
-  """Noisy quadratic: g = 0.5 (x - target) + noise_t (numpy, float64)."""
-  rng = np.random.default_rng(seed)
-  target = {k: rng.normal(size=s) for k, s in shapes.items()}
-  x0 = {k: rng.normal(size=s) for k, s in shapes.items()}
-  noise = [
-      {k: 0.3 * rng.normal(size=s) for k, s in shapes.items()}
-      for _ in range(64)
-  ]
-
-  def grad_fn(x, t):
-    return {k: 0.5 * (x[k] - target[k]) + noise[t][k] for k in x}
-
-  return x0, grad_fn
-
-
-def _run_optax(opt, x0, grad_fn, steps, dtype=jnp.float64):
-  """Runs an optax optimizer with gradients computed by numpy from params."""
-  params = {k: jnp.asarray(v, dtype) for k, v in x0.items()}
-  state = opt.init(params)
-
-  @jax.jit
-  def apply(grads, state, params):
-    updates, state = opt.update(grads, state, params)
-    return optax.apply_updates(params, updates), state
-
-  history = []
-  for t in range(steps):
-    grads = grad_fn({k: np.asarray(v) for k, v in params.items()}, t)
-    grads = {k: jnp.asarray(v, dtype) for k, v in grads.items()}
-    params, state = apply(grads, state, params)
-    history.append({k: np.asarray(v) for k, v in params.items()})
-  return history, state
-
-
-def _max_rel_err(a, b):
-  return max(
-      float(np.max(np.abs(a[k] - b[k]) / (np.abs(b[k]) + 1e-300)))
-      for k in b
-  )
 
 
 # -- exactness against the float64 transcription of Algorithm 2 -------------
@@ -87,13 +47,13 @@ def test_matches_float64_transcription(make_opt):
   steps, wd = 48, 1e-2
   # The paper's eta_0 (1 - t/T) schedule (float64 under x64 for a traced t).
   lr = lambda t: 0.05 - (0.05 / 60) * t
-  x0, grad_fn = _quadratic_problem()
+  x0, grad_fn = trajectories.quadratic_problem(SHAPES)
   want, leaves = ref.run_alada(x0, grad_fn, steps, lr, weight_decay=wd)
   with jax.enable_x64(True):
-    got, state = _run_optax(make_opt(lr, wd), x0, grad_fn, steps)
+    got, state = trajectories.run_optax(make_opt(lr, wd), x0, grad_fn, steps)
     alada_state = state[0]
     for t in range(steps):
-      err = _max_rel_err(got[t], want[t])
+      err = trajectories.max_rel_err(got[t], want[t])
       assert err < 1e-10, f'step {t}: max relative deviation {err:.3g}'
     for k, leaf in leaves.items():
       np.testing.assert_allclose(alada_state.p[k], leaf.p, rtol=1e-10)
@@ -159,7 +119,7 @@ def test_literal_algorithm_blows_up_on_zero_first_gradient():
 def test_zero_first_gradients_start_the_leaf_later():
   """A leaf started at step k runs Algorithm 2 exactly, from its own t = 0."""
   shapes = {'lora_a': (4, 6), 'head': (5,), 'dense': (2, 3, 4)}
-  x0, grad_fn = _quadratic_problem(seed=3, shapes=shapes)
+  x0, grad_fn = trajectories.quadratic_problem(shapes, seed=3)
   starts = {'lora_a': 5, 'head': 2, 'dense': 0}
 
   def delayed(x, t):
@@ -169,9 +129,9 @@ def test_zero_first_gradients_start_the_leaf_later():
   steps = 40
   want, _ = ref.run_alada(x0, delayed, steps, 0.03)
   with jax.enable_x64(True):
-    got, state = _run_optax(alada(0.03), x0, delayed, steps)
+    got, state = trajectories.run_optax(alada(0.03), x0, delayed, steps)
   for t in range(steps):
-    assert _max_rel_err(got[t], want[t]) < 1e-10, t
+    assert trajectories.max_rel_err(got[t], want[t]) < 1e-10, t
   for k, s in starts.items():
     assert int(state[0].t0[k]) == s
   # Before its start, a leaf does not move at all.
@@ -285,52 +245,19 @@ def test_no_recompilation_on_second_step():
   assert step._cache_size() == n
 
 
-def _trajectory(opt, steps=12):
-  params = {'w': jnp.linspace(-1, 2, 12).reshape(3, 4), 'b': jnp.zeros(4)}
-  loss = lambda p: jnp.sum((p['w'] - 0.5) ** 4) + jnp.sum((p['b'] + 1) ** 2)
-  state = opt.init(params)
-
-  @jax.jit
-  def step(params, state):
-    updates, state = opt.update(jax.grad(loss)(params), state, params)
-    return optax.apply_updates(params, updates), state
-
-  out = []
-  for _ in range(steps):
-    params, state = step(params, state)
-    out.append(params)
-  return out
-
-
-def test_inject_hyperparams_same_trajectory():
-  plain = _trajectory(alada(0.05, b1=0.8, b2=0.85, weight_decay=1e-2))
-  injected = _trajectory(optax.inject_hyperparams(alada)(
-      learning_rate=0.05, b1=0.8, b2=0.85, weight_decay=1e-2))
-  chex.assert_trees_all_close(injected, plain, rtol=1e-6)
-
-
 def test_schedule_and_float_same_trajectory():
   chex.assert_trees_all_close(
-      _trajectory(alada(optax.constant_schedule(0.05))),
-      _trajectory(alada(0.05)), rtol=1e-6)
+      transform_checks.trajectory(alada(optax.constant_schedule(0.05))),
+      transform_checks.trajectory(alada(0.05)), rtol=1e-6)
 
 
 def test_multisteps_matches_plain_on_averaged_grads():
   """MultiSteps(k) over k identical micro-batches == the plain optimizer."""
   k = 3
-  plain = _trajectory(alada(0.05), steps=4)
-  multi = _trajectory(optax.MultiSteps(alada(0.05), every_k_schedule=k),
-                      steps=4 * k)
+  plain = transform_checks.trajectory(alada(0.05), steps=4)
+  multi = transform_checks.trajectory(
+      optax.MultiSteps(alada(0.05), every_k_schedule=k), steps=4 * k)
   chex.assert_trees_all_close(multi[k - 1::k], plain, rtol=1e-6)
-
-
-def test_weight_decay_mask():
-  params = {'w': jnp.ones((2, 3)), 'b': jnp.ones(3)}
-  grads = jax.tree.map(jnp.zeros_like, params)  # only weight decay moves
-  opt = alada(0.1, weight_decay=0.5, mask={'w': True, 'b': False})
-  updates, _ = opt.update(grads, opt.init(params), params)
-  np.testing.assert_allclose(updates['w'], -0.05 * np.ones((2, 3)), rtol=1e-6)
-  np.testing.assert_array_equal(updates['b'], np.zeros(3))
 
 
 @pytest.mark.parametrize('setup', ['quadratic', 'rosenbrock'])
@@ -359,56 +286,6 @@ def test_convergence(setup):
   np.testing.assert_allclose(x, xstar, atol=2e-2)
 
 
-# -- None, MaskedNode and bad inputs -------------------------------------------
-
-def test_none_leaves_and_masked_pass_through():
-  params = {'w': jnp.ones((2, 3)), 'frozen': None, 'step': jnp.ones((), jnp.int32)}
-  masked = optax.masked(alada(0.1),
-                        {'w': True, 'frozen': False, 'step': False})
-  grads = {'w': jnp.ones((2, 3)), 'frozen': None,
-           'step': jnp.zeros((), jnp.int32)}
-  state = masked.init(params)
-  updates, _ = jax.jit(masked.update)(grads, state, params)
-  assert updates['frozen'] is None
-  assert updates['w'].shape == (2, 3)
-
-  multi = optax.multi_transform(
-      {'a': alada(0.1), 'sgd': optax.sgd(0.1)},
-      {'w': 'a', 'b': 'sgd'})
-  p2 = {'w': jnp.ones((2, 3)), 'b': jnp.ones(3)}
-  u2, _ = multi.update(p2, multi.init(p2), p2)
-  np.testing.assert_allclose(u2['b'], -0.1 * np.ones(3), rtol=1e-6)
-
-
-def test_integer_leaf_is_named():
-  params = {'layer': {'w': jnp.ones((2, 2)), 'step': jnp.ones((), jnp.int32)}}
-  with pytest.raises(TypeError, match=r"\['layer'\]\['step'\].*int32"):
-    alada(0.1).init(params)
-  with pytest.raises(TypeError, match=r"\['flag'\].*bool"):
-    alada(0.1).init({'flag': jnp.array([True])})
-
-
-def test_mismatched_grads_are_named():
-  opt = alada(0.1)
-  state = opt.init({'a': jnp.ones((2, 2)), 'b': jnp.ones(3)})
-  with pytest.raises(ValueError, match=r"no leaf \['b'\]"):
-    opt.update({'a': jnp.ones((2, 2))}, state)
-  with pytest.raises(ValueError, match=r"\['c'\] that the optimizer state lacks"):
-    opt.update({'a': jnp.ones((2, 2)), 'b': jnp.ones(3), 'c': jnp.ones(1)},
-               state)
-  with pytest.raises(ValueError, match=r"\['b'\] has shape \(4,\)"):
-    opt.update({'a': jnp.ones((2, 2)), 'b': jnp.ones(4)}, state)
-  with pytest.raises(TypeError, match=r"\['b'\].*int32"):
-    opt.update({'a': jnp.ones((2, 2)), 'b': jnp.ones(3, jnp.int32)}, state)
-
-
-def test_state_from_another_optimizer():
-  params = jnp.ones((2, 2))
-  adam_state = optax.scale_by_adam().init(params)
-  with pytest.raises(TypeError, match='ScaleByAdamState'):
-    scale_by_alada().update(params, adam_state)
-
-
 def test_public_api():
   for name in ['scale_by_alada', 'alada', 'ScaleByAladaState',
                'MatrixDimensionNumbers']:
@@ -423,3 +300,10 @@ class TestAladaOptaxChecks(OptaxCommonChecks):
       pytest.param(alada, {'learning_rate': 1e-3, 'weight_decay': 1e-4,
                            'b2': 0.95}, id='alada-wd'),
   ]
+
+
+class TestAladaTransform(transform_checks.TransformChecks):
+  ALIAS = alada
+  SCALE_BY = scale_by_alada
+  NAME = 'scale_by_alada'
+  INJECT_KWARGS = dict(learning_rate=0.05, b1=0.8, b2=0.85, weight_decay=1e-2)

@@ -12,7 +12,9 @@ import optax
 import pytest
 
 from alada_optax.came import ScaleByCAMEState, came, scale_by_came
+from tests import transform_checks
 from tests.optax_checks import OptaxCommonChecks
+from tests import trajectories
 
 # -- the float64 NumPy transcription of the official CAME step ----------------
 
@@ -100,43 +102,6 @@ SHAPES = {
 }
 
 
-def _quadratic_problem(seed=0, shapes=SHAPES):
-  """Noisy quadratic: g = 0.5 (x - target) + noise_t (numpy, float64)."""
-  rng = np.random.default_rng(seed)
-  target = {k: rng.normal(size=s) for k, s in shapes.items()}
-  x0 = {k: rng.normal(size=s) for k, s in shapes.items()}
-  noise = [{k: 0.3 * rng.normal(size=s) for k, s in shapes.items()}
-           for _ in range(64)]
-
-  def grad_fn(x, t):
-    return {k: 0.5 * (x[k] - target[k]) + noise[t][k] for k in x}
-
-  return x0, grad_fn
-
-
-def _run_optax(opt, x0, grad_fn, steps, dtype=jnp.float64):
-  params = {k: jnp.asarray(v, dtype) for k, v in x0.items()}
-  state = opt.init(params)
-
-  @jax.jit
-  def apply(grads, state, params):
-    updates, state = opt.update(grads, state, params)
-    return optax.apply_updates(params, updates), state
-
-  history = []
-  for t in range(steps):
-    grads = grad_fn({k: np.asarray(v) for k, v in params.items()}, t)
-    grads = {k: jnp.asarray(v, dtype) for k, v in grads.items()}
-    params, state = apply(grads, state, params)
-    history.append({k: np.asarray(v) for k, v in params.items()})
-  return history, state
-
-
-def _max_rel_err(a, b):
-  return max(float(np.max(np.abs(a[k] - b[k]) / (np.abs(b[k]) + 1e-300)))
-             for k in b)
-
-
 # -- exactness against the float64 transcription -----------------------------
 
 @pytest.mark.parametrize(
@@ -159,13 +124,13 @@ def _max_rel_err(a, b):
 def test_matches_float64_transcription(make_opt, kwargs):
   steps, wd = 30, 1e-2
   lr = lambda t: 0.05 - (0.05 / 60) * t
-  x0, grad_fn = _quadratic_problem()
+  x0, grad_fn = trajectories.quadratic_problem(SHAPES)
   want, leaves = run_reference(x0, grad_fn, steps, lr, weight_decay=wd,
                                **kwargs)
   with jax.enable_x64(True):
-    got, state = _run_optax(make_opt(lr, wd, **kwargs), x0, grad_fn, steps)
+    got, state = trajectories.run_optax(make_opt(lr, wd, **kwargs), x0, grad_fn, steps)
   for t in range(steps):
-    err = _max_rel_err(got[t], want[t])
+    err = trajectories.max_rel_err(got[t], want[t])
     assert err < 1e-10, f'step {t}: max relative deviation {err:.3g}'
   s = state[0]
   for k, leaf in leaves.items():
@@ -317,104 +282,15 @@ def test_float64_factors_stay_float64():
     assert state.res_col['w'].dtype == jnp.float64
 
 
-def _trajectory(opt, steps=12):
-  params = {'w': jnp.linspace(-1, 2, 12).reshape(3, 4), 'b': jnp.zeros(4)}
-  loss = lambda p: jnp.sum((p['w'] - 0.5) ** 4) + jnp.sum((p['b'] + 1) ** 2)
-  state = opt.init(params)
-
-  @jax.jit
-  def step(params, state):
-    updates, state = opt.update(jax.grad(loss)(params), state, params)
-    return optax.apply_updates(params, updates), state
-
-  out = []
-  for _ in range(steps):
-    params, state = step(params, state)
-    out.append(params)
-  return out
-
-
-def test_inject_hyperparams_same_trajectory():
-  kw = dict(learning_rate=0.05, b1=0.8, b2=0.9, b3=0.99,
-            clipping_threshold=0.5, weight_decay=1e-2)
-  plain = _trajectory(came(**kw))
-  injected = _trajectory(optax.inject_hyperparams(came)(**kw))
-  chex.assert_trees_all_close(injected, plain, rtol=1e-6)
-
-
-def test_no_jit_matches_jit():
-  params = {'w': jnp.linspace(-1, 1, 12).reshape(3, 4), 'b': jnp.ones(4)}
-  opt = came(0.1, weight_decay=1e-3)
-  s1 = s2 = opt.init(params)
-  p1 = p2 = params
-  for t in range(3):
-    grads = jax.tree.map(lambda x: jnp.sin(x * (t + 1)), p1)
-    u1, s1 = opt.update(grads, s1, p1)
-    u2, s2 = jax.jit(opt.update)(grads, s2, p2)
-    chex.assert_trees_all_close(u1, u2, rtol=1e-6, atol=1e-7)
-    p1, p2 = optax.apply_updates(p1, u1), optax.apply_updates(p2, u2)
-
-
-def test_weight_decay_mask():
-  params = {'w': jnp.ones((2, 3)), 'b': jnp.ones(3)}
-  grads = jax.tree.map(jnp.zeros_like, params)  # only weight decay moves
-  opt = came(0.1, weight_decay=0.5, mask={'w': True, 'b': False})
-  updates, _ = opt.update(grads, opt.init(params), params)
-  np.testing.assert_allclose(updates['w'], -0.05 * np.ones((2, 3)), rtol=1e-6)
-  np.testing.assert_array_equal(updates['b'], np.zeros(3))
-
-
-# -- None, MaskedNode and bad inputs ------------------------------------------
-
-def test_none_leaves_and_masked_pass_through():
-  params = {'w': jnp.ones((2, 3)), 'frozen': None,
-            'step': jnp.ones((), jnp.int32)}
-  masked = optax.masked(came(0.1), {'w': True, 'frozen': False, 'step': False})
-  grads = {'w': jnp.ones((2, 3)), 'frozen': None,
-           'step': jnp.zeros((), jnp.int32)}
-  state = masked.init(params)
-  updates, _ = jax.jit(masked.update)(grads, state, params)
-  assert updates['frozen'] is None
-  assert updates['w'].shape == (2, 3)
-
-  multi = optax.multi_transform({'c': came(0.1), 'sgd': optax.sgd(0.1)},
-                                {'w': 'c', 'b': 'sgd'})
-  p2 = {'w': jnp.ones((2, 3)), 'b': jnp.ones(3)}
-  u2, _ = multi.update(p2, multi.init(p2), p2)
-  np.testing.assert_allclose(u2['b'], -0.1 * np.ones(3), rtol=1e-6)
-
-
-def test_integer_leaf_is_named():
-  params = {'layer': {'w': jnp.ones((2, 2)), 'step': jnp.ones((), jnp.int32)}}
-  with pytest.raises(TypeError,
-                     match=r"scale_by_came.*\['layer'\]\['step'\].*int32"):
-    came(0.1).init(params)
-  with pytest.raises(TypeError, match=r"\['flag'\].*bool"):
-    came(0.1).init({'flag': jnp.array([True])})
-
-
-def test_mismatched_grads_are_named():
-  opt = came(0.1)
-  state = opt.init({'a': jnp.ones((2, 2)), 'b': jnp.ones(3)})
-  with pytest.raises(ValueError, match=r"no leaf \['b'\]"):
-    opt.update({'a': jnp.ones((2, 2))}, state)
-  with pytest.raises(ValueError,
-                     match=r"\['c'\] that the optimizer state lacks"):
-    opt.update({'a': jnp.ones((2, 2)), 'b': jnp.ones(3), 'c': jnp.ones(1)},
-               state)
-  with pytest.raises(ValueError, match=r"\['b'\] has shape \(4,\)"):
-    opt.update({'a': jnp.ones((2, 2)), 'b': jnp.ones(4)}, state)
-  with pytest.raises(TypeError, match=r"\['b'\].*int32"):
-    opt.update({'a': jnp.ones((2, 2)), 'b': jnp.ones(3, jnp.int32)}, state)
-
-
-def test_state_from_another_optimizer():
-  params = jnp.ones((2, 2))
-  with pytest.raises(TypeError, match='ScaleByAdamState'):
-    scale_by_came().update(params, optax.scale_by_adam().init(params))
-
-
 class TestCameOptaxChecks(OptaxCommonChecks):
   OPTIMIZERS = [
       pytest.param(came, {'learning_rate': 1e-3}, id='came'),
   ]
+
+
+class TestCAMETransform(transform_checks.TransformChecks):
+  ALIAS = came
+  SCALE_BY = scale_by_came
+  NAME = 'scale_by_came'
+  INJECT_KWARGS = dict(learning_rate=0.05, b1=0.8, b2=0.9, b3=0.99,
+                       clipping_threshold=0.5, weight_decay=1e-2)

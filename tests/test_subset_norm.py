@@ -24,6 +24,7 @@ from alada_optax.subset_norm import scale_by_adam_snsm
 from alada_optax.subset_norm import scale_by_subset_norm
 from alada_optax.subset_norm import scale_by_subspace_momentum
 from tests.alada_reference import eq12
+from tests import trajectories
 from tests.optax_checks import OptaxCommonChecks
 
 # -- the float64 transcription -------------------------------------------------
@@ -133,45 +134,6 @@ SHAPES = {
 }
 
 
-def quadratic_problem(seed=0, shapes=SHAPES, steps=64):
-  rng = np.random.default_rng(seed)
-  target = {k: rng.normal(size=s) for k, s in shapes.items()}
-  x0 = {k: rng.normal(size=s) for k, s in shapes.items()}
-  # Per-leaf anisotropic curvature so that gradients are not rank-one.
-  curv = {k: np.exp(rng.normal(size=s)) for k, s in shapes.items()}
-  noise = [{k: 0.3 * rng.normal(size=s) for k, s in shapes.items()}
-           for _ in range(steps)]
-
-  def grad_fn(x, t):
-    return {k: curv[k] * (x[k] - target[k]) + noise[t][k] for k in x}
-
-  return x0, grad_fn
-
-
-def run_optax(opt, x0, grad_fn, steps, dtype=jnp.float64):
-  params = {k: jnp.asarray(v, dtype) for k, v in x0.items()}
-  state = opt.init(params)
-
-  @jax.jit
-  def apply(grads, state, params):
-    updates, state = opt.update(grads, state, params)
-    return optax.apply_updates(params, updates), state
-
-  history = []
-  for t in range(steps):
-    grads = grad_fn({k: np.asarray(v) for k, v in params.items()}, t)
-    params, state = apply({k: jnp.asarray(v, dtype) for k, v in grads.items()},
-                          state, params)
-    history.append({k: np.asarray(v) for k, v in params.items()})
-  return history, state
-
-
-def max_rel_dev(got, want):
-  """Max over leaves of max|got - want| / max|want|."""
-  return max(float(np.max(np.abs(got[k] - want[k])) / np.max(np.abs(want[k])))
-             for k in want)
-
-
 # -- exactness against the float64 transcription -------------------------------
 
 CONFIGS = {  # the variants run on fewer leaves (compilation time)
@@ -190,7 +152,8 @@ def test_matches_float64_transcription(config):
   c = CONFIGS[config]
   steps, rank, gap, eps, wd = 24, 2, 5, 1e-6, 1e-2
   lr = lambda t: 0.05 - 0.001 * t
-  x0, grad_fn = quadratic_problem(shapes={k: SHAPES[k] for k in c['shapes']})
+  x0, grad_fn = trajectories.quadratic_problem(
+      {k: SHAPES[k] for k in c['shapes']}, curvature=True)
   want, _ = run_reference(x0, grad_fn, steps, lr, wd, rank=rank, gap=gap,
                           b1=c['b1'], b2=c['b2'], eps=eps, sm=c['sm'],
                           subset_size=c['subset_size'])
@@ -202,14 +165,15 @@ def test_matches_float64_transcription(config):
     opt = adamw_sn(lr, b1=c['b1'], b2=c['b2'], eps=eps, weight_decay=wd,
                    subset_size=c['subset_size'])
   with jax.enable_x64(True):
-    got, _ = run_optax(opt, x0, grad_fn, steps)
-  devs = [max_rel_dev(got[t], want[t]) for t in range(steps)]
+    got, _ = trajectories.run_optax(opt, x0, grad_fn, steps)
+  devs = [trajectories.max_rel_dev(got[t], want[t]) for t in range(steps)]
   assert max(devs) < 1e-10, f'max relative deviation {max(devs):.3g}'
 
 
 def test_batch_axes_are_separate_matrices():
   """(3, 4, 5) with row 1 / col 2 == three separate (4, 5) leaves."""
-  x0, grad_fn = quadratic_problem(seed=2, shapes={'w': (3, 4, 5)})
+  x0, grad_fn = trajectories.quadratic_problem({'w': (3, 4, 5)}, seed=2,
+                                                curvature=True)
   split = {f'w{i}': x0['w'][i] for i in range(3)}
 
   def split_grad(x, t):
@@ -219,9 +183,10 @@ def test_batch_axes_are_separate_matrices():
   kw = dict(update_proj_gap=4, rank=2)
   dn = matricize.MatrixDimensionNumbers(row_axis=1, col_axis=2)
   with jax.enable_x64(True):
-    got, state = run_optax(adamw_snsm(0.03, dimension_numbers=dn, **kw), x0,
-                           grad_fn, 12)
-    want, _ = run_optax(adamw_snsm(0.03, **kw), split, split_grad, 12)
+    got, state = trajectories.run_optax(
+        adamw_snsm(0.03, dimension_numbers=dn, **kw), x0, grad_fn, 12)
+    want, _ = trajectories.run_optax(
+        adamw_snsm(0.03, **kw), split, split_grad, 12)
   assert state[0].proj['w'].shape == (3, 4, 2)  # 4 < 5: left
   for t in range(12):
     for i in range(3):
