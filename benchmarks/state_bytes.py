@@ -13,6 +13,7 @@ import jax.numpy as jnp
 import optax
 
 import alada_optax
+from benchmarks.harness import tree_bytes
 
 
 def gpt2_small(vocab=50257, d=768, layers=12, ctx=1024):
@@ -76,10 +77,6 @@ def as_params(shapes, dtype=jnp.float32):
   return jax.tree.map(lambda s: jax.ShapeDtypeStruct(s, dtype), shapes,
                       is_leaf=lambda x: isinstance(x, tuple) and all(
                           isinstance(k, int) for k in x))
-
-
-def tree_bytes(tree) -> int:
-  return sum(x.size * x.dtype.itemsize for x in jax.tree.leaves(tree))
 
 
 def state_bytes(opt, params) -> int:

@@ -27,6 +27,9 @@ from alada_optax.adapprox import adapprox
 from alada_optax.adapprox import as_rsi
 from alada_optax.adapprox import scale_by_adapprox
 from tests.alada_reference import eq12
+from benchmarks.state_bytes import as_params
+from benchmarks.state_bytes import gpt2_small
+from benchmarks.state_bytes import state_bytes
 from tests import trajectories
 from tests.optax_checks import OptaxCommonChecks
 
@@ -251,34 +254,14 @@ def test_same_seed_same_run_other_seed_other_sketches():
 # -- the state: bytes and shapes -----------------------------------------------
 
 
-def _state_bytes(opt, params):
-  state = jax.eval_shape(opt.init, params)
-  return sum(x.size * x.dtype.itemsize for x in jax.tree.leaves(state))
-
-
-def gpt2_small_shapes(vocab=50257, d=768, layers=12, ctx=1024):
-  block = {'ln1': [(d,), (d,)], 'qkv': (d, 3 * d), 'qkv_b': (3 * d,),
-           'proj': (d, d), 'proj_b': (d,), 'ln2': [(d,), (d,)],
-           'fc': (d, 4 * d), 'fc_b': (4 * d,), 'out': (4 * d, d),
-           'out_b': (d,)}
-  return {'wte': (vocab, d), 'wpe': (ctx, d), 'blocks': [block] * layers,
-          'ln_f': [(d,), (d,)]}
-
-
-def as_params(shapes):
-  return jax.tree.map(lambda s: jax.ShapeDtypeStruct(s, jnp.float32), shapes,
-                      is_leaf=lambda x: isinstance(x, tuple) and all(
-                          isinstance(k, int) for k in x))
-
-
 def test_state_bytes_1024_square():
   """k_max (m + n) for the second moment, m n for the first moment."""
   params = jax.ShapeDtypeStruct((1024, 1024), jnp.float32)
   extra = 4 + 8 + 4  # count, key, rank
-  with_m = _state_bytes(adapprox(1e-3), params)
+  with_m = state_bytes(adapprox(1e-3), params)
   assert with_m == 4 * (1024**2 + 32 * 2048) + extra
   assert with_m / 1024**2 == pytest.approx(4.25, abs=1e-4)  # bytes / param
-  without_m = _state_bytes(adapprox(1e-3, b1=None), params)
+  without_m = state_bytes(adapprox(1e-3, b1=None), params)
   assert without_m == 4 * 32 * 2048 + extra
   assert without_m / 1024**2 == pytest.approx(0.25, abs=1e-4)
 
@@ -286,11 +269,11 @@ def test_state_bytes_1024_square():
 def test_state_bytes_gpt2_small_within_the_papers_savings():
   """The paper: 34.5% to 49.9% below AdamW for GPT-2 117M with a first
   moment, more without."""
-  params = as_params(gpt2_small_shapes())
+  params = as_params(gpt2_small())
   n_params = sum(x.size for x in jax.tree.leaves(params))
-  adam = _state_bytes(optax.adamw(1e-3), params)
-  with_m = _state_bytes(adapprox(1e-3), params)
-  without_m = _state_bytes(adapprox(1e-3, b1=None), params)
+  adam = state_bytes(optax.adamw(1e-3), params)
+  with_m = state_bytes(adapprox(1e-3), params)
+  without_m = state_bytes(adapprox(1e-3, b1=None), params)
   assert 0.345 <= 1 - with_m / adam <= 0.499
   assert with_m / n_params == pytest.approx(4.2099, abs=5e-4)
   assert without_m / n_params == pytest.approx(0.2099, abs=5e-4)

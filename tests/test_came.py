@@ -12,6 +12,7 @@ import optax
 import pytest
 
 from alada_optax.came import ScaleByCAMEState, came, scale_by_came
+from benchmarks.harness import tree_bytes
 from tests import transform_checks
 from tests.optax_checks import OptaxCommonChecks
 from tests import trajectories
@@ -152,10 +153,6 @@ def test_matches_float64_transcription(make_opt, kwargs):
 
 # -- state bytes --------------------------------------------------------------
 
-def _state_bytes(tree):
-  return sum(x.size * x.dtype.itemsize for x in jax.tree.leaves(tree))
-
-
 def _came_bytes(shape):
   """mu (float32) + 4 factor vectors per matrix, or mu + v for a vector."""
   if len(shape) < 2:
@@ -168,12 +165,12 @@ def _came_bytes(shape):
 def test_state_bytes_1024x1024():
   params = jax.ShapeDtypeStruct((1024, 1024), jnp.float32)
   state = jax.eval_shape(came(1e-3).init, params)[0]
-  n_bytes = _state_bytes(state)
+  n_bytes = tree_bytes(state)
   assert n_bytes == _came_bytes((1024, 1024)) + 4  # + count
   assert n_bytes == 4 * 1024 * 1024 + 4 * 4 * 1024 + 4 + 4
   assert 4.0 < n_bytes / (1024 * 1024) < 4.02  # bytes/param; Adam: 8
   bf16 = jax.eval_shape(came(1e-3, mu_dtype=jnp.bfloat16).init, params)[0]
-  assert _state_bytes(bf16) == n_bytes - 2 * 1024 * 1024
+  assert tree_bytes(bf16) == n_bytes - 2 * 1024 * 1024
 
 
 def test_state_bytes_gpt2_small():
@@ -184,7 +181,7 @@ def test_state_bytes_gpt2_small():
   params = [jax.ShapeDtypeStruct(s, jnp.float32) for s in shapes]
   state = jax.eval_shape(scale_by_came().init, params)
   n_params = sum(math.prod(s) for s in shapes)
-  n_bytes = _state_bytes(state)
+  n_bytes = tree_bytes(state)
   assert n_bytes == sum(_came_bytes(s) for s in shapes) + 4
   # mu (4 bytes/param) + the factors, + an exact v for the 0.1% in vectors.
   assert 4.0 < n_bytes / n_params < 4.02  # about half of Adam's 8
@@ -255,24 +252,6 @@ def test_dtypes():
     for x in jax.tree.leaves((s.v_row, s.v_col, s.v, s.res_row, s.res_col)):
       assert x.dtype == jnp.float32
     chex.assert_trees_all_equal_shapes_and_dtypes(state, new_state)
-
-
-def test_bf16_params_train():
-  params = jnp.zeros((8, 8), jnp.bfloat16)
-  target = jnp.linspace(-1, 1, 64, dtype=jnp.float32).reshape(8, 8)
-  loss = lambda p: jnp.sum((p.astype(jnp.float32) - target) ** 2)
-  opt = came(3e-2)
-  state = opt.init(params)
-
-  @jax.jit
-  def step(params, state):
-    updates, state = opt.update(jax.grad(loss)(params), state, params)
-    return optax.apply_updates(params, updates), state
-
-  for _ in range(300):
-    params, state = step(params, state)
-  assert params.dtype == jnp.bfloat16
-  assert float(loss(params)) < 0.05 * float(loss(jnp.zeros((8, 8))))
 
 
 def test_float64_factors_stay_float64():

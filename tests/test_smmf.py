@@ -12,6 +12,9 @@ import optax
 import pytest
 
 from alada_optax.smmf import ScaleBySMMFState, scale_by_smmf, smmf, square_shape
+from benchmarks.harness import tree_bytes
+from benchmarks.state_bytes import as_params
+from benchmarks.state_bytes import gpt2_small
 from tests import transform_checks
 from tests.optax_checks import OptaxCommonChecks
 from tests import trajectories
@@ -202,10 +205,6 @@ def test_square_shape(numel):
 
 # -- state bytes --------------------------------------------------------------
 
-def _state_bytes(tree):
-  return sum(x.size * x.dtype.itemsize for x in jax.tree.leaves(tree))
-
-
 def _smmf_bytes(shape):
   """Two rank-one factor pairs in float32 plus one sign bit per entry."""
   rows, cols = square_shape(math.prod(shape))
@@ -218,32 +217,26 @@ def test_state_bytes_1024x1024():
   smmf_state = state[0]
   assert smmf_state.m_sign.dtype == jnp.uint8
   assert smmf_state.m_sign.shape == (1024 * 1024 // 8,)
-  n_bytes = _state_bytes(smmf_state)
+  n_bytes = tree_bytes(smmf_state)
   assert n_bytes == _smmf_bytes((1024, 1024)) + 4  # + count
   # 1 bit per entry for the signs + 4 vectors of 1024 float32.
   assert n_bytes == 1024 * 1024 // 8 + 4 * 1024 * 4 + 4
   assert n_bytes / (1024 * 1024) < 0.141  # bytes/param; Adam: 8
   # The chained transformations (decay, lr) add only their counters.
-  assert _state_bytes(state) - n_bytes <= 8
-
-
-def _gpt2_small_shapes(vocab=50257, d=768, layers=12, ctx=1024):
-  block = [(d,), (d,), (d, 3 * d), (3 * d,), (d, d), (d,), (d,), (d,),
-           (d, 4 * d), (4 * d,), (4 * d, d), (d,)]
-  return [(vocab, d), (ctx, d), (d,), (d,)] + block * layers
+  assert tree_bytes(state) - n_bytes <= 8
 
 
 def test_state_bytes_gpt2_small():
-  shapes = _gpt2_small_shapes()
-  params = [jax.ShapeDtypeStruct(s, jnp.float32) for s in shapes]
+  params = jax.tree.leaves(as_params(gpt2_small()))
+  shapes = [p.shape for p in params]
   state = jax.eval_shape(scale_by_smmf().init, params)
   n_params = sum(math.prod(s) for s in shapes)
-  n_bytes = _state_bytes(state)
+  n_bytes = tree_bytes(state)
   assert n_bytes == sum(_smmf_bytes(s) for s in shapes) + 4
   # ~124M params: the signs are 1 bit each, the factors 4 float32 vectors of
   # ~sqrt(N) per leaf: 1.075 bits/param in all, 1.7% of Adam's 64.
   assert n_params / 8 < n_bytes < n_params / 8 * 1.08
-  adam_bytes = _state_bytes(jax.eval_shape(optax.adam(1e-3).init, params))
+  adam_bytes = tree_bytes(jax.eval_shape(optax.adam(1e-3).init, params))
   assert n_bytes < adam_bytes / 55
 
 
@@ -299,24 +292,6 @@ def test_dtypes():
   chex.assert_trees_all_equal_shapes_and_dtypes(state, new_state)
   for x in jax.tree.leaves(updates):  # first step: (1 - beta) G / |G|
     np.testing.assert_allclose(np.asarray(x, np.float32), -1e-3, rtol=1e-2)
-
-
-def test_bf16_params_train():
-  params = jnp.zeros((8, 8), jnp.bfloat16)
-  target = jnp.linspace(-1, 1, 64, dtype=jnp.float32).reshape(8, 8)
-  loss = lambda p: jnp.sum((p.astype(jnp.float32) - target) ** 2)
-  opt = smmf(3e-2)
-  state = opt.init(params)
-
-  @jax.jit
-  def step(params, state):
-    updates, state = opt.update(jax.grad(loss)(params), state, params)
-    return optax.apply_updates(params, updates), state
-
-  for _ in range(300):
-    params, state = step(params, state)
-  assert params.dtype == jnp.bfloat16
-  assert float(loss(params)) < 0.05 * float(loss(jnp.zeros((8, 8))))
 
 
 def test_float64_factors_stay_float64():

@@ -24,6 +24,9 @@ from alada_optax.subset_norm import scale_by_adam_snsm
 from alada_optax.subset_norm import scale_by_subset_norm
 from alada_optax.subset_norm import scale_by_subspace_momentum
 from tests.alada_reference import eq12
+from benchmarks.state_bytes import as_params
+from benchmarks.state_bytes import gpt2_small
+from benchmarks.state_bytes import state_bytes
 from tests import trajectories
 from tests.optax_checks import OptaxCommonChecks
 
@@ -196,45 +199,25 @@ def test_batch_axes_are_separate_matrices():
 # -- the state: bytes and shapes as the paper claims ---------------------------
 
 
-def _state_bytes(opt, params):
-  state = jax.eval_shape(opt.init, params)
-  return sum(x.size * x.dtype.itemsize for x in jax.tree.leaves(state))
-
-
-def gpt2_small_shapes(vocab=50257, d=768, layers=12, ctx=1024):
-  block = {'ln1': [(d,), (d,)], 'qkv': (d, 3 * d), 'qkv_b': (3 * d,),
-           'proj': (d, d), 'proj_b': (d,), 'ln2': [(d,), (d,)],
-           'fc': (d, 4 * d), 'fc_b': (4 * d,), 'out': (4 * d, d),
-           'out_b': (d,)}
-  return {'wte': (vocab, d), 'wpe': (ctx, d), 'blocks': [block] * layers,
-          'ln_f': [(d,), (d,)]}
-
-
-def as_params(shapes):
-  return jax.tree.map(lambda s: jax.ShapeDtypeStruct(s, jnp.float32), shapes,
-                      is_leaf=lambda x: isinstance(x, tuple) and all(
-                          isinstance(k, int) for k in x))
-
-
 def test_state_bytes_1024_square():
   """(1024, 1024), rank 128: r m momentum + r n projector + m accumulators."""
   params = jax.ShapeDtypeStruct((1024, 1024), jnp.float32)
-  got = _state_bytes(adamw_snsm(1e-3), params)
+  got = state_bytes(adamw_snsm(1e-3), params)
   floats = 128 * 1024 + 128 * 1024 + 1024
   assert got == 4 * floats + 4  # + the int32 count
   assert got / 1024**2 == pytest.approx(1.0039, abs=1e-4)  # bytes / param
-  assert _state_bytes(optax.adam(1e-3), params) / 1024**2 == pytest.approx(8)
+  assert state_bytes(optax.adam(1e-3), params) / 1024**2 == pytest.approx(8)
   # AdamW-SN: full momentum + 1024 accumulators.
-  assert _state_bytes(adamw_sn(1e-3), params) == 4 * (1024**2 + 1024) + 4
+  assert state_bytes(adamw_sn(1e-3), params) == 4 * (1024**2 + 1024) + 4
 
 
 def test_state_bytes_gpt2_small_over_80_percent_below_adam():
   """The paper: SN + SM cut Adam's optimizer-state memory by more than 80%."""
-  params = as_params(gpt2_small_shapes())
+  params = as_params(gpt2_small())
   n_params = sum(x.size for x in jax.tree.leaves(params))
-  adam = _state_bytes(optax.adam(1e-3), params)
-  snsm = _state_bytes(adamw_snsm(1e-3), params)
-  sn = _state_bytes(adamw_sn(1e-3), params)
+  adam = state_bytes(optax.adam(1e-3), params)
+  snsm = state_bytes(adamw_snsm(1e-3), params)
+  sn = state_bytes(adamw_sn(1e-3), params)
   assert 1 - snsm / adam > 0.80
   assert snsm / n_params == pytest.approx(0.8370, abs=5e-4)  # bytes
   assert sn / n_params == pytest.approx(4.0, abs=0.05)

@@ -63,6 +63,23 @@ class TransformChecks:
       chex.assert_trees_all_close(u1, u2, rtol=1e-6, atol=1e-7)
       p1, p2 = optax.apply_updates(p1, u1), optax.apply_updates(p2, u2)
 
+  def test_bf16_params_train(self):
+    params = jnp.zeros((8, 8), jnp.bfloat16)
+    target = jnp.linspace(-1, 1, 64, dtype=jnp.float32).reshape(8, 8)
+    loss = lambda p: jnp.sum((p.astype(jnp.float32) - target) ** 2)
+    opt = self.alias(3e-2)
+    state = opt.init(params)
+
+    @jax.jit
+    def step(params, state):
+      updates, state = opt.update(jax.grad(loss)(params), state, params)
+      return optax.apply_updates(params, updates), state
+
+    for _ in range(300):
+      params, state = step(params, state)
+    assert params.dtype == jnp.bfloat16
+    assert float(loss(params)) < 0.05 * float(loss(jnp.zeros((8, 8))))
+
   def test_weight_decay_mask(self):
     params = {'w': jnp.ones((2, 3)), 'b': jnp.ones(3)}
     grads = jax.tree.map(jnp.zeros_like, params)  # only weight decay moves
