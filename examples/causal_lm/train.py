@@ -23,7 +23,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import platform
 import time
 from typing import Any
 
@@ -261,38 +260,19 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     starting model's record) and 'wall_time_s'.
   """
   start = time.perf_counter()
-  grid = {name: tuple(config.learning_rates[name]) for name in config.optimizers}
-  sizes = {len(lrs) for lrs in grid.values()}
-  if len(sizes) != 1:
-    raise ValueError(f'give every optimizer the same number of learning rates, got {grid}')
+  grid, per_optimizer = harness.learning_rate_grid(config)
   task, data, info = make_task(config, workdir)
   start_ppl = task.evaluate(task.make_model())
   print(f'Fine-tuning on review sentences: {data.train.num_tokens:,} training tokens'
         f' ({data.train.num_documents:,} sentences), {data.heldout.num_tokens:,} held-out'
         f' tokens ({data.heldout.num_documents:,} sentences); held-out perplexity before'
         f' fine-tuning {start_ppl:.2f}', flush=True)
-  print(f'{len(grid)} optimizers x {sizes.pop()} learning rates x {config.num_steps} steps'
+  print(f'{len(grid)} optimizers x {per_optimizer} learning rates x {config.num_steps} steps'
         f' of batch {config.batch_size} x {config.seq_len} tokens', flush=True)
-  results = harness.run_grid(
-      task, grid, num_steps=config.num_steps,
-      warmup_steps=int(config.warmup_fraction * config.num_steps),
-      eval_every=config.eval_every, progress=config.progress,
-  )
-  wall = time.perf_counter() - start
-  table = harness.format_table(results, task)
-  paths = harness.write_report(results, task, workdir, extra={
-      'config': config.to_dict(), 'wall_time_s': wall,
-      'device': str(jax.devices()[0]), 'platform': platform.platform(),
-      'start_perplexity': start_ppl, 'start_model': info,
-      'trainable_params': results[0].trainable_params,
-      'train_tokens': data.train.num_tokens, 'heldout_tokens': data.heldout.num_tokens,
-  })
-  print(table)
-  best = harness.best_per_optimizer(results, task.higher_is_better)
-  print(f'held-out perplexity before fine-tuning: {start_ppl:.2f}; best per optimizer: '
-        + ', '.join(f'{n} {r.final_metric:.2f} (lr {r.learning_rate:g})'
-                    for n, r in best.items()))
-  print(f'total wall time {wall:.0f} s on {jax.devices()[0].platform};'
-        f' wrote {paths["table"]}, {paths["loss_plot"]}, {paths["memory_plot"]}')
-  return {'results': results, 'table': table, 'paths': paths,
-          'start_perplexity': start_ppl, 'info': info, 'wall_time_s': wall}
+  out = harness.run_and_report(
+      task, grid, config, workdir, start=start, metric_format='.2f',
+      headline=f'held-out perplexity before fine-tuning: {start_ppl:.2f}; ',
+      extra={'start_perplexity': start_ppl, 'start_model': info,
+             'train_tokens': data.train.num_tokens,
+             'heldout_tokens': data.heldout.num_tokens})
+  return {**out, 'start_perplexity': start_ppl, 'info': info}

@@ -53,6 +53,7 @@ import dataclasses
 import json
 import math
 import os
+import platform
 import statistics
 import time
 from typing import Any
@@ -463,3 +464,51 @@ def write_report(
     f.write(format_table(results, task) + '\n')
   return {'json': json_path, 'table': table_path,
           'loss_plot': loss_path, 'memory_plot': mem_path}
+
+
+def learning_rate_grid(config) -> tuple[dict[str, tuple[float, ...]], int]:
+  """``config.learning_rates`` of ``config.optimizers``, and the count each.
+
+  Raises:
+    ValueError: the optimizers do not all get the same number of rates (an
+      uneven comparison).
+  """
+  grid = {name: tuple(config.learning_rates[name]) for name in config.optimizers}
+  sizes = {len(lrs) for lrs in grid.values()}
+  if len(sizes) != 1:
+    raise ValueError(
+        f'give every optimizer the same number of learning rates, got {grid}')
+  return grid, sizes.pop()
+
+
+def run_and_report(task: Task, grid, config, workdir: str, *, start: float,
+                   extra: Mapping[str, Any], metric_format: str,
+                   headline: str = '') -> dict[str, Any]:
+  """The examples' common tail: :func:`run_grid` with ``config``'s budget,
+  :func:`write_report` under ``workdir``, then the table and a summary printed.
+
+  Returns 'results', 'table', 'paths' and 'wall_time_s' (since ``start``).
+  """
+  results = run_grid(
+      task, grid, num_steps=config.num_steps,
+      warmup_steps=int(config.warmup_fraction * config.num_steps),
+      eval_every=config.eval_every, progress=config.progress,
+  )
+  wall = time.perf_counter() - start
+  table = format_table(results, task)
+  paths = write_report(results, task, workdir, extra={
+      'config': config.to_dict(), 'wall_time_s': wall,
+      'device': str(jax.devices()[0]),
+      'cpu_cores': len(os.sched_getaffinity(0)),
+      'platform': platform.platform(),
+      'trainable_params': results[0].trainable_params, **extra,
+  })
+  print(table)
+  best = best_per_optimizer(results, task.higher_is_better)
+  print(headline + 'best per optimizer: ' + ', '.join(
+      f'{n} {r.final_metric:{metric_format}} (lr {r.learning_rate:g})'
+      for n, r in best.items()))
+  print(f'total wall time {wall:.0f} s on {jax.devices()[0].platform};'
+        f' wrote {paths["table"]}, {paths["loss_plot"]}, {paths["memory_plot"]}')
+  return {'results': results, 'table': table, 'paths': paths,
+          'wall_time_s': wall}

@@ -21,8 +21,6 @@ code, is :func:`examples.common.harness.make_train_step`::
 
 from __future__ import annotations
 
-import os
-import platform
 import time
 from typing import Any
 
@@ -110,31 +108,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   """
   start = time.perf_counter()
   task, data = make_task(config)
-  grid = {name: tuple(config.learning_rates[name]) for name in config.optimizers}
-  sizes = {len(lrs) for lrs in grid.values()}
-  if len(sizes) != 1:
-    raise ValueError(f'give every optimizer the same number of learning rates, got {grid}')
+  grid, per_optimizer = harness.learning_rate_grid(config)
   print(f'{len(data.train)} training / {len(data.test)} held-out sentences;'
-        f' {len(grid)} optimizers x {sizes.pop()} learning rates x {config.num_steps} steps'
+        f' {len(grid)} optimizers x {per_optimizer} learning rates x {config.num_steps} steps'
         f' of batch {config.batch_size} x {config.max_length} tokens', flush=True)
-  results = harness.run_grid(
-      task, grid, num_steps=config.num_steps,
-      warmup_steps=int(config.warmup_fraction * config.num_steps),
-      eval_every=config.eval_every, progress=config.progress,
-  )
-  wall = time.perf_counter() - start
-  table = harness.format_table(results, task)
-  paths = harness.write_report(results, task, workdir, extra={
-      'config': config.to_dict(), 'wall_time_s': wall,
-      'device': str(jax.devices()[0]), 'cpu_cores': len(os.sched_getaffinity(0)),
-      'platform': platform.platform(),
-      'trainable_params': results[0].trainable_params,
-      'train_sentences': len(data.train), 'test_sentences': len(data.test),
-  })
-  print(table)
-  best = harness.best_per_optimizer(results, task.higher_is_better)
-  print('best per optimizer: ' + ', '.join(
-      f'{n} {r.final_metric:.4f} (lr {r.learning_rate:g})' for n, r in best.items()))
-  print(f'total wall time {wall:.0f} s on {jax.devices()[0].platform};'
-        f' wrote {paths["table"]}, {paths["loss_plot"]}, {paths["memory_plot"]}')
-  return {'results': results, 'table': table, 'paths': paths, 'wall_time_s': wall}
+  return harness.run_and_report(
+      task, grid, config, workdir, start=start, metric_format='.4f',
+      extra={'train_sentences': len(data.train), 'test_sentences': len(data.test)})
