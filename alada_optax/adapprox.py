@@ -29,7 +29,6 @@ import optax
 from alada_optax import _validation
 from alada_optax import matricize
 from alada_optax.subset_norm import _EMPTY
-from alada_optax.subset_norm import _compute_dtype
 from alada_optax.subset_norm import _map_with_specs
 from alada_optax.subset_norm import _per_leaf
 from alada_optax.subset_norm import matmul
@@ -148,7 +147,7 @@ def _adapprox_leaf(g, mu, q, u, rank, nu, sketch, b1, b2, eps, clip_threshold,
                    rank_tolerance, min_rank, *, fp: FactorPlan,
                    power_iterations: int, use_mu: bool):
   """One step for one leaf: returns ``(direction, mu, q, u, rank, nu)``."""
-  dtype = _compute_dtype(g.dtype)
+  dtype = _validation.factor_dtype(g.dtype)
   b1, b2, eps, clip_threshold, rank_tolerance = (
       jnp.asarray(x, dtype)
       for x in (b1, b2, eps, clip_threshold, rank_tolerance))
@@ -294,7 +293,7 @@ def scale_by_adapprox(
       return jax.tree.map(
           lambda x, fp: jnp.zeros(shape_of(x, fp), dtype_of(x)), params, plans)
 
-    fdt = lambda x: _compute_dtype(x.dtype)
+    fdt = lambda x: _validation.factor_dtype(x.dtype)
     return ScaleByAdapproxState(
         count=jnp.zeros([], jnp.int32),
         key=jax.random.key_data(jax.random.key(seed)),
@@ -321,7 +320,7 @@ def scale_by_adapprox(
         state.mu, state.q, state.u, state.rank, state.nu)
     treedef = jax.tree.structure(updates)
     flat_plans = treedef.flatten_up_to(plans)
-    factored_dtypes = [_compute_dtype(g.dtype) for g, fp in zip(
+    factored_dtypes = [_validation.factor_dtype(g.dtype) for g, fp in zip(
         treedef.flatten_up_to(updates), flat_plans) if fp.factored]
     next_key, sketches = draw_sketches(
         state.key,

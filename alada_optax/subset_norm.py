@@ -43,11 +43,6 @@ _EMPTY = (0,)  # shape of the placeholder of a state entry a leaf does not use
 # -- per-leaf static plans -----------------------------------------------------
 
 
-def _compute_dtype(dtype) -> jnp.dtype:
-  """Arithmetic and small-state dtype: float32, or wider if the params are."""
-  return jnp.promote_types(dtype, jnp.float32)
-
-
 def largest_divisor_at_most(n: int, k: int) -> int:
   """The largest divisor of ``n`` that is ``<= max(k, 1)`` (1 for n <= 1)."""
   k = max(int(k), 1)
@@ -286,7 +281,7 @@ def _subspace_momentum_numerator(g, mu, proj, count, b1, gap,
 
 @functools.partial(jax.jit, static_argnames='sn')
 def _sn_leaf(g, nu, count, b2, eps, sn):
-  dtype = _compute_dtype(g.dtype)
+  dtype = _validation.factor_dtype(g.dtype)
   b2, eps = jnp.asarray(b2, dtype), jnp.asarray(eps, dtype)
   g = g.astype(dtype)
   denom, nu = _subset_norm_denominator(g, nu, count, b2, eps, sn)
@@ -295,7 +290,7 @@ def _sn_leaf(g, nu, count, b2, eps, sn):
 
 @functools.partial(jax.jit, static_argnames='sp')
 def _sm_leaf(g, mu, proj, count, b1, gap, sp):
-  dtype = _compute_dtype(g.dtype)
+  dtype = _validation.factor_dtype(g.dtype)
   b1 = jnp.asarray(b1, dtype)
   g = g.astype(dtype)
   return _subspace_momentum_numerator(
@@ -304,7 +299,7 @@ def _sm_leaf(g, mu, proj, count, b1, gap, sp):
 
 @functools.partial(jax.jit, static_argnames=('sp', 'sn'))
 def _snsm_leaf(g, mu, proj, nu, count, b1, b2, eps, gap, sp, sn):
-  dtype = _compute_dtype(g.dtype)
+  dtype = _validation.factor_dtype(g.dtype)
   b1, b2, eps = (jnp.asarray(x, dtype) for x in (b1, b2, eps))
   g = g.astype(dtype)
   numerator, mu, proj = _subspace_momentum_numerator(
@@ -390,7 +385,8 @@ def scale_by_subset_norm(
     return ScaleBySubsetNormState(
         count=jnp.zeros([], jnp.int32),
         nu=jax.tree.map(
-            lambda x, sn: jnp.zeros(sn.acc_shape, _compute_dtype(x.dtype)),
+            lambda x, sn: jnp.zeros(sn.acc_shape,
+                                    _validation.factor_dtype(x.dtype)),
             params, plans))
 
   def update_fn(updates, state, params=None):
@@ -439,7 +435,7 @@ def _sm_init(params, plans, mu_dtype):
     return jnp.zeros(sp.mu_shape, mu_dtype or x.dtype)
 
   def proj(x, sp):
-    return jnp.zeros(sp.proj_shape, _compute_dtype(x.dtype))
+    return jnp.zeros(sp.proj_shape, _validation.factor_dtype(x.dtype))
 
   return (jax.tree.map(mu, params, plans), jax.tree.map(proj, params, plans))
 
@@ -603,7 +599,8 @@ def scale_by_adam_snsm(
     return ScaleByAdamSNSMState(
         count=jnp.zeros([], jnp.int32), mu=mu, proj=proj,
         nu=jax.tree.map(
-            lambda x, sn: jnp.zeros(sn.acc_shape, _compute_dtype(x.dtype)),
+            lambda x, sn: jnp.zeros(sn.acc_shape,
+                                    _validation.factor_dtype(x.dtype)),
             params, sn_plans))
 
   def update_fn(updates, state, params=None):
