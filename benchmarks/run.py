@@ -1,6 +1,6 @@
 """The benchmark suite, in one command:
 
-    python -m benchmarks.run                 # full suite (about 13 min on 2 CPU cores)
+    python -m benchmarks.run                 # full suite (12-14 min on 2 CPU cores)
     python -m benchmarks.run --quick         # small shapes: a smoke run (minutes)
 
 For each optimizer (SGD+momentum as the floor, Adam, Adafactor with and
