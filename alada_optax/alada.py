@@ -62,6 +62,7 @@ def _alada_leaf(
     b1: jax.Array,
     b2: jax.Array,
     eps: jax.Array,
+    step_bound: Optional[jax.Array],
 ) -> tuple[jax.Array, ...]:
   """One step of Algorithm 2 for one leaf (a batch of matrices).
 
@@ -186,6 +187,9 @@ def _alada_leaf(
   u_hat = (u - expand(b2_pow_v0)) / expand(1 - b2_pow)
   m_hat = mu.astype(dtype) / expand(bc1)
   direction = m_hat / jnp.sqrt(jnp.maximum(u_hat, 0) + eps)
+  if step_bound is not None:
+    bound = jnp.asarray(step_bound, dtype)
+    direction = jnp.clip(direction, -bound, bound)
   return direction, mu, p, q, v0, t0
 
 
@@ -194,6 +198,7 @@ def scale_by_alada(
     b2: jax.typing.ArrayLike = 0.9,
     eps: jax.typing.ArrayLike = 1e-16,
     mu_dtype: Optional[jax.typing.DTypeLike] = None,
+    step_bound: Optional[jax.typing.ArrayLike] = 1.0,
     *,
     dimension_numbers: matricize.DimensionNumbersOrFn = None,
 ) -> optax.GradientTransformation:
@@ -260,7 +265,8 @@ def scale_by_alada(
     plans = matricize.tree_plans(updates, dimension_numbers)
 
     def leaf(g, mu, p, q, v0, t0, plan):
-      return _alada_leaf(g, mu, p, q, v0, t0, state.count, plan, b1, b2, eps)
+      return _alada_leaf(g, mu, p, q, v0, t0, state.count, plan, b1, b2, eps,
+                         step_bound)
 
     out = jax.tree.map(
         leaf, updates, state.mu, state.p, state.q, state.v0, state.t0, plans
@@ -287,6 +293,7 @@ def alada(
     weight_decay: optax.ScalarOrSchedule = 0.0,
     mask: Optional[Union[Any, Callable[[optax.Params], Any]]] = None,
     mu_dtype: Optional[jax.typing.DTypeLike] = None,
+    step_bound: Optional[jax.typing.ArrayLike] = 1.0,
     *,
     dimension_numbers: matricize.DimensionNumbersOrFn = None,
 ) -> optax.GradientTransformationExtraArgs:
@@ -402,6 +409,7 @@ def alada(
           b2=b2,
           eps=eps,
           mu_dtype=mu_dtype,
+          step_bound=step_bound,
           dimension_numbers=dimension_numbers,
       ),
       optax.add_decayed_weights(weight_decay, mask),

@@ -31,13 +31,15 @@ def eq12(shape):
 class AladaLeaf:
   """Algorithm 2 for one tensor, in float64."""
 
-  def __init__(self, shape, b1=0.9, b2=0.9, eps=1e-16, *,
+  def __init__(self, shape, b1=0.9, b2=0.9, eps=1e-16, *, step_bound=1.0,
                bias_corrected_step=True, start_at_nonzero=True):
     self.shape = tuple(shape)
     self.m, self.n = eq12(self.shape)
     self.b1, self.b2, self.eps = b1, b2, eps
     self.bias_corrected_step = bias_corrected_step
     self.start_at_nonzero = start_at_nonzero
+    self.step_bound = step_bound
+    self.bounded = 0  # entries whose step the bound changed, over all steps
     self.M = np.zeros((self.m, self.n))  # line 1
     self.t = 0
     self.p = self.q = None
@@ -64,6 +66,9 @@ class AladaLeaf:
     U_tilde = (U - b2 ** (t + 1) * self.v0) / (1 - b2 ** (t + 1))  # line 21
     numerator = M_tilde if self.bias_corrected_step else self.M
     W = numerator / np.sqrt(np.maximum(U_tilde, 0) + eps)  # line 22
+    if self.step_bound is not None:  # the safeguard: |W| <= step_bound
+      self.bounded += int(np.sum(np.abs(W) > self.step_bound))
+      W = np.clip(W, -self.step_bound, self.step_bound)
     self.t += 1
     return W.reshape(self.shape)
 

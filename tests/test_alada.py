@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import functools
+
 import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
+from optax.contrib import _common_test as optax_common
 
 import alada_optax
 from alada_optax import alada, scale_by_alada
@@ -29,13 +32,20 @@ SHAPES = {
 
 # -- exactness against the float64 transcription of Algorithm 2 -------------
 
+# The default (each entry's step bounded by 1) and the paper's Algorithm 2.
+MODES = [pytest.param({}, id='default'),
+         pytest.param({'step_bound': None}, id='paper')]
+
+
+@pytest.mark.parametrize('mode', MODES)
 @pytest.mark.parametrize(
     'make_opt',
     [
-        pytest.param(lambda lr, wd: alada(lr, weight_decay=wd), id='alias'),
+        pytest.param(lambda lr, wd, **kw: alada(lr, weight_decay=wd, **kw),
+                     id='alias'),
         pytest.param(
-            lambda lr, wd: optax.chain(
-                scale_by_alada(),
+            lambda lr, wd, **kw: optax.chain(
+                scale_by_alada(**kw),
                 optax.add_decayed_weights(wd),
                 optax.scale_by_learning_rate(lr),
             ),
@@ -43,14 +53,18 @@ SHAPES = {
         ),
     ],
 )
-def test_matches_float64_transcription(make_opt):
+def test_matches_float64_transcription(make_opt, mode):
   steps, wd = 48, 1e-2
   # The paper's eta_0 (1 - t/T) schedule (float64 under x64 for a traced t).
   lr = lambda t: 0.05 - (0.05 / 60) * t
   x0, grad_fn = trajectories.quadratic_problem(SHAPES)
-  want, leaves = ref.run_alada(x0, grad_fn, steps, lr, weight_decay=wd)
+  want, leaves = ref.run_alada(x0, grad_fn, steps, lr, weight_decay=wd,
+                               **mode)
+  if not mode:  # the problem exercises the bound: the two modes differ
+    assert sum(leaf.bounded for leaf in leaves.values()) > 0
   with jax.enable_x64(True):
-    got, state = trajectories.run_optax(make_opt(lr, wd), x0, grad_fn, steps)
+    got, state = trajectories.run_optax(make_opt(lr, wd, **mode), x0, grad_fn,
+                                        steps)
     alada_state = state[0]
     for t in range(steps):
       err = trajectories.max_rel_err(got[t], want[t])
@@ -107,7 +121,7 @@ def test_literal_algorithm_blows_up_on_zero_first_gradient():
   """Why the extension exists: literal Algorithm 2 steps by ~M / sqrt(eps)."""
   shape = (3, 4)
   g = np.random.default_rng(1).normal(size=shape)
-  literal = ref.AladaLeaf(shape, start_at_nonzero=False)
+  literal = ref.AladaLeaf(shape, start_at_nonzero=False, step_bound=None)
   for _ in range(5):
     literal.step(np.zeros(shape))
   with np.errstate(invalid='ignore', divide='ignore'):
@@ -181,6 +195,85 @@ def test_u_tilde_clamp_prevents_nan():
     nonfinite_without_clamp += int(np.sum(np.asarray(u_tilde) + 1e-16 < 0))
   # The clamp is needed: without it, some entries would be sqrt(negative).
   assert nonfinite_without_clamp > 0
+
+
+# -- the default safeguard: bounded steps where the rank-one fit is stale ------
+
+@functools.cache
+def _jitted_update(step_bound):
+  return jax.jit(alada(1.0, step_bound=step_bound).update)
+
+
+def _rare_row_largest_step(step_bound, silent, rows=100, cols=8, row=3):
+  """Largest |update| of an embedding row that is silent for ``silent`` steps
+  and then reappears on an odd step (lr 1: the update is the step itself)."""
+  rng = np.random.default_rng(0)
+  params = jnp.zeros((rows, cols))
+  update = _jitted_update(step_bound)
+  state = alada(1.0, step_bound=step_bound).init(params)
+  back = 20 + silent + 1 - (20 + silent) % 2  # odd: p is the stale factor
+  largest = 0.0
+  for t in range(back + 20):
+    g = 0.1 * rng.normal(size=(rows, cols)) + 0.05
+    if 20 <= t < back:
+      g[row] = 0.0
+    updates, state = update(jnp.asarray(g, jnp.float32), state, params)
+    if t >= back:
+      largest = max(largest, float(jnp.max(jnp.abs(updates[row]))))
+  return largest
+
+
+@pytest.mark.parametrize('silent', [200, 600])
+def test_rare_row_steps_are_bounded_by_default(silent):
+  """A row idle long enough for its p_i to decay steps by at most the bound."""
+  assert _rare_row_largest_step(1.0, silent) <= 1.0 + 1e-6
+  assert _rare_row_largest_step(0.5, silent) <= 0.5 + 1e-6
+
+
+def test_rare_row_spikes_in_paper_mode():
+  """Algorithm 2 itself: p_i ~ b2^300 p_i, so U~ ~ 0 and the step ~ M~/sqrt(eps)."""
+  assert _rare_row_largest_step(None, 600) > 1e4
+
+
+def test_bound_changes_only_the_entries_beyond_it():
+  """Where |W| <= step_bound the default is Algorithm 2 bit for bit."""
+  params = jnp.zeros((6, 5))
+  rng = np.random.default_rng(4)
+  grads = [jnp.asarray(rng.normal(size=(6, 5)) * rng.lognormal(size=(6, 1)),
+                       jnp.float32) for _ in range(7)]
+  exact, bounded = scale_by_alada(step_bound=None), scale_by_alada()
+  s_exact, s_bounded = exact.init(params), bounded.init(params)
+  acted = 0
+  for g in grads:
+    w_exact, s_exact = jax.jit(exact.update)(g, s_exact)
+    w_bounded, s_bounded = jax.jit(bounded.update)(g, s_bounded)
+    w_exact, w_bounded = np.asarray(w_exact), np.asarray(w_bounded)
+    inside = np.abs(w_exact) <= 1
+    acted += int(np.sum(~inside))
+    np.testing.assert_array_equal(w_bounded[inside], w_exact[inside])
+    np.testing.assert_array_equal(w_bounded[~inside], np.sign(w_exact[~inside]))
+    chex.assert_trees_all_equal(s_bounded, s_exact)  # the state is untouched
+  assert acted > 0
+
+
+@pytest.mark.parametrize('step_bound', [1.0, None])
+def test_matrix_parabola_at_lr_3e_3(step_bound):
+  """optax's own 2x2 matrix_parabola check at lr 3e-3 (30,000 steps)."""
+  params, final, obj_fn = optax_common._setup_matrix_parabola(jnp.float32)
+  opt = alada(3e-3, step_bound=step_bound)
+
+  def body(carry, _):
+    x, state = carry
+    updates, state = opt.update(jax.grad(obj_fn)(x), state, x)
+    return (optax.apply_updates(x, updates), state), jnp.max(jnp.abs(updates))
+
+  (x, _), steps = jax.jit(lambda x: jax.lax.scan(
+      body, (x, opt.init(x)), length=30_000))(params)
+  if step_bound is None:  # the paper's steps reach thousands of times the lr
+    assert float(jnp.max(steps)) > 100 * 3e-3
+  else:
+    assert float(jnp.max(steps)) <= 3e-3 * (1 + 1e-6)
+    np.testing.assert_allclose(x, final, rtol=3e-2, atol=3e-2)
 
 
 # -- optax habits -------------------------------------------------------------
@@ -306,4 +399,5 @@ class TestAladaTransform(transform_checks.TransformChecks):
   ALIAS = alada
   SCALE_BY = scale_by_alada
   NAME = 'scale_by_alada'
-  INJECT_KWARGS = dict(learning_rate=0.05, b1=0.8, b2=0.85, weight_decay=1e-2)
+  INJECT_KWARGS = dict(learning_rate=0.05, b1=0.8, b2=0.85, weight_decay=1e-2,
+                       step_bound=0.5)

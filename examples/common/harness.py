@@ -84,10 +84,16 @@ def _alada(learning_rate: optax.ScalarOrSchedule) -> optax.GradientTransformatio
   return alada_optax.alada(learning_rate, b1=0.9, b2=0.9)
 
 
+def _alada_paper(learning_rate: optax.ScalarOrSchedule) -> optax.GradientTransformation:
+  # The paper's Algorithm 2 exactly: no bound on the per-entry step.
+  return alada_optax.alada(learning_rate, b1=0.9, b2=0.9, step_bound=None)
+
+
 OPTIMIZERS: dict[str, Callable[[optax.ScalarOrSchedule], optax.GradientTransformation]] = {
     'adam': _adam,
     'adafactor': _adafactor,
     'alada': _alada,
+    'alada_paper': _alada_paper,
 }
 """Optimizer name -> ``factory(learning_rate)``; no weight decay for any."""
 
