@@ -130,7 +130,7 @@ def test_small_pipeline_end_to_end(tmp_path):
   params = 4 * results[0].trainable_params
   assert state['adam'] >= 2 * params
   assert params <= state['alada'] < 1.3 * params
-  for key in ('json', 'table', 'loss_plot', 'memory_plot'):
+  for key in ('json', 'table', 'loss_plot', 'memory_plot', 'lr_plot'):
     assert os.path.getsize(out['paths'][key]) > 0
   assert not out['info']['reused']
   # A second run with the same pretraining fields reuses the cached model.

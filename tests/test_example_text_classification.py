@@ -164,8 +164,16 @@ def test_smoke_three_optimizers_write_table_and_plots(tmp_path):
   by_name = {r.optimizer: r for r in results}
   assert by_name['alada'].opt_state_bytes < 0.6 * by_name['adam'].opt_state_bytes
   assert by_name['adafactor'].opt_state_bytes < by_name['alada'].opt_state_bytes
-  for key in ('json', 'table', 'loss_plot', 'memory_plot'):
+  for key in ('json', 'table', 'loss_plot', 'memory_plot', 'lr_plot'):
     assert os.path.getsize(out['paths'][key]) > 0
+  # Per-entry step sizes are recorded for every step with a non-zero lr;
+  # the default Alada never steps an entry by more than lr.
+  for r in results:
+    assert len(r.step_stats['mean']) == 4  # no warmup at 4 steps
+    summary = harness.summarize_step_stats(r)
+    assert 0 < summary['mean'] <= summary['max']
+    assert 0 <= summary['at_lr'] <= 1
+  assert harness.summarize_step_stats(by_name['alada'])['max'] <= 1 + 1e-5
   with open(out['paths']['loss_plot'], 'rb') as f:
     assert f.read(8) == b'\x89PNG\r\n\x1a\n'
   assert '| alada | 0.0001 |' in out['table']

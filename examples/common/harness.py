@@ -176,28 +176,59 @@ class TrialResult:
   wall_time_s: float
   diverged: bool
   trainable_params: int
+  step_stats: dict[str, list[float]] = dataclasses.field(default_factory=dict)
 
 
 def make_train_step(
     graphdef: nnx.GraphDef,
     loss_fn: Callable[[nnx.Module, Any], jax.Array],
     tx: optax.GradientTransformation,
-) -> Callable[..., tuple[Any, Any, jax.Array]]:
+    *,
+    step_stats: bool = False,
+) -> Callable[..., tuple[Any, ...]]:
   """The jitted step ``(params, opt_state, frozen, batch) -> (params, opt_state, loss)``.
 
   ``params`` and ``frozen`` come from ``nnx.split(model, trainable, ...)``;
   params and optimizer state are donated, so their buffers are reused.
+
+  With ``step_stats`` the step takes the step's learning rate as a fifth
+  argument and also returns :func:`update_stats` of its updates.
   """
 
-  def train_step(params, opt_state, frozen, batch):
+  def train_step(params, opt_state, frozen, batch, learning_rate=None):
     def loss_of(p):
       return loss_fn(nnx.merge(graphdef, p, frozen), batch)
 
     loss, grads = jax.value_and_grad(loss_of)(params)
     updates, opt_state = tx.update(grads, opt_state, params)
-    return optax.apply_updates(params, updates), opt_state, loss
+    new_params = optax.apply_updates(params, updates)
+    if not step_stats:
+      return new_params, opt_state, loss
+    return new_params, opt_state, loss, update_stats(updates, learning_rate)
 
   return jax.jit(train_step, donate_argnums=(0, 1))
+
+
+def update_stats(updates: Any, learning_rate: jax.Array) -> dict[str, jax.Array]:
+  """Per-entry step sizes ``|update| / learning_rate`` of one step, summarised.
+
+  'mean' and 'max' over every trained entry; 'at_lr', the fraction of entries
+  with ``|update| >= learning_rate`` (for the default Alada: the entries whose
+  step its bound sets); 'max_embedding', the max over leaves whose path names
+  an embedding (0 if none).
+  """
+  leaves = jax.tree_util.tree_leaves_with_path(updates)
+  size = sum(x.size for _, x in leaves)
+  steps = [(jax.tree_util.keystr(path).lower(),
+            jnp.abs(x.astype(jnp.float32)) / learning_rate)
+           for path, x in leaves]
+  largest = lambda xs: jnp.max(jnp.stack([jnp.max(x) for x in xs])) if xs else 0.0
+  return {
+      'mean': sum(jnp.sum(x) for _, x in steps) / size,
+      'max': largest([x for _, x in steps]),
+      'at_lr': sum(jnp.sum(x >= 1 - 1e-6) for _, x in steps) / size,
+      'max_embedding': largest([x for p, x in steps if 'embed' in p]),
+  }
 
 
 def _tree_bytes(tree: Any) -> int:
@@ -247,10 +278,13 @@ def run_trial(
   model = task.make_model()
   graphdef, params, frozen = nnx.split(model, task.trainable, ...)
   del model
-  tx = make_optimizer(optimizer, make_schedule(learning_rate, num_steps, warmup_steps))
+  schedule = make_schedule(learning_rate, num_steps, warmup_steps)
+  tx = make_optimizer(optimizer, schedule)
   opt_state = tx.init(params)
-  step_fn = make_train_step(graphdef, task.loss_fn, tx)
-  compiled = step_fn.lower(params, opt_state, frozen, task.train_batch(0)).compile()
+  step_fn = make_train_step(graphdef, task.loss_fn, tx, step_stats=True)
+  compiled = step_fn.lower(params, opt_state, frozen, task.train_batch(0),
+                           jnp.float32(learning_rate)).compile()
+  stats = {}
 
   losses, eval_steps, eval_metric, step_times = [], [], [], []
   diverged = False
@@ -265,9 +299,16 @@ def run_trial(
   for step in range(num_steps):
     batch = task.train_batch(step)
     t0 = time.perf_counter()
-    params, opt_state, loss = compiled(params, opt_state, frozen, batch)
+    # The step's lr (the schedule at the count before this update); the
+    # step statistics of step 0 of a warmup (lr 0) are not recorded.
+    lr_now = float(schedule(step))
+    params, opt_state, loss, step_stat = compiled(
+        params, opt_state, frozen, batch, jnp.float32(lr_now or 1.0))
     loss = float(loss)
     step_times.append(time.perf_counter() - t0)
+    if lr_now > 0:
+      for key, value in step_stat.items():
+        stats.setdefault(key, []).append(float(value))
     losses.append(loss)
     if not math.isfinite(loss):
       diverged = True
@@ -297,6 +338,7 @@ def run_trial(
       wall_time_s=time.perf_counter() - start,
       diverged=diverged,
       trainable_params=sum(math.prod(x.shape) for x in jax.tree.leaves(params)),
+      step_stats=stats,
   )
 
 
@@ -356,20 +398,35 @@ def format_table(results: Sequence[TrialResult], task: Task) -> str:
   lines = [
       f'| optimizer | peak lr | {task.metric_name} | final train loss'
       ' | optimizer state (MiB) | train-step peak (MiB, XLA)'
-      ' | step time (ms, median) | trial wall (s) |',
-      '|---|---:|---:|---:|---:|---:|---:|---:|',
+      ' | step time (ms, median) | trial wall (s)'
+      ' | mean step / lr | largest step / lr | entries stepping >= lr |',
+      '|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|',
   ]
   for r in results:
     mark = ' *' if best[r.optimizer] is r else ''
     metric = 'diverged' if r.diverged else f'{r.final_metric:.4f}{mark}'
     tail = r.train_loss[-max(1, len(r.train_loss) // 10):]
+    summary = summarize_step_stats(r)
     lines.append(
         f'| {r.optimizer} | {r.learning_rate:g} | {metric}'
         f' | {statistics.fmean(tail):.4f}'
         f' | {_mib(r.opt_state_bytes)} | {_mib(r.peak_memory_bytes)}'
-        f' | {1e3 * r.step_time_s:,.0f} | {r.wall_time_s:,.0f} |'
+        f' | {1e3 * r.step_time_s:,.0f} | {r.wall_time_s:,.0f}'
+        f' | {summary["mean"]:.3f} | {summary["max"]:.3g}'
+        f' | {100 * summary["at_lr"]:.2f}% |'
     )
   return '\n'.join(lines)
+
+
+def summarize_step_stats(result: TrialResult) -> dict[str, float]:
+  """A trial's :func:`update_stats` over its steps: the mean of 'mean' and
+  'at_lr', the max of 'max' and 'max_embedding' (nan before any step)."""
+  stats = result.step_stats
+  if not stats or not stats.get('mean'):
+    return dict.fromkeys(('mean', 'max', 'at_lr', 'max_embedding'), math.nan)
+  return {'mean': statistics.fmean(stats['mean']), 'max': max(stats['max']),
+          'at_lr': statistics.fmean(stats['at_lr']),
+          'max_embedding': max(stats['max_embedding'])}
 
 
 def _smooth(values: Sequence[float], span: int) -> np.ndarray:
@@ -385,8 +442,9 @@ def _smooth(values: Sequence[float], span: int) -> np.ndarray:
 
 def plot_results(
     results: Sequence[TrialResult], task: Task, out_dir: str
-) -> tuple[str, str]:
-  """Writes ``loss_curves.png`` and ``memory.png`` under ``out_dir``; returns their paths."""
+) -> tuple[str, str, str]:
+  """Writes ``loss_curves.png``, ``memory.png`` and ``lr_sensitivity.png`` under
+  ``out_dir``; returns their paths."""
   import matplotlib  # pylint: disable=g-import-not-at-top
 
   matplotlib.use('Agg')
@@ -437,7 +495,26 @@ def plot_results(
   mem_path = os.path.join(out_dir, 'memory.png')
   fig.savefig(mem_path, dpi=110)
   plt.close(fig)
-  return loss_path, mem_path
+
+  # The final metric against the peak learning rate, one line per optimizer
+  # (diverged trials left out).
+  fig, ax = plt.subplots(figsize=(6.5, 4))
+  for n in names:
+    trials = sorted((r for r in results if r.optimizer == n and not r.diverged),
+                    key=lambda r: r.learning_rate)
+    ax.plot([r.learning_rate for r in trials], [r.final_metric for r in trials],
+            marker='o', color=colors[n], label=n,
+            ls='--' if n.endswith('_paper') else '-')
+  ax.set(xscale='log', xlabel='peak learning rate',
+         ylabel=f'held-out {task.metric_name}',
+         title=f'{task.name}: learning-rate sensitivity')
+  ax.grid(alpha=0.3)
+  ax.legend(fontsize=8)
+  fig.tight_layout()
+  lr_path = os.path.join(out_dir, 'lr_sensitivity.png')
+  fig.savefig(lr_path, dpi=110)
+  plt.close(fig)
+  return loss_path, mem_path, lr_path
 
 
 def write_report(
@@ -446,7 +523,7 @@ def write_report(
     out_dir: str,
     extra: Mapping[str, Any] | None = None,
 ) -> dict[str, str]:
-  """Writes ``results.json``, ``results.md`` and the two PNGs under ``out_dir``.
+  """Writes ``results.json``, ``results.md`` and the three PNGs under ``out_dir``.
 
   Args:
     results: the trials.
@@ -456,10 +533,10 @@ def write_report(
       the total wall time, the device).
 
   Returns:
-    Paths by kind: 'json', 'table', 'loss_plot', 'memory_plot'.
+    Paths by kind: 'json', 'table', 'loss_plot', 'memory_plot', 'lr_plot'.
   """
   os.makedirs(out_dir, exist_ok=True)
-  loss_path, mem_path = plot_results(results, task, out_dir)
+  loss_path, mem_path, lr_path = plot_results(results, task, out_dir)
   json_path = os.path.join(out_dir, 'results.json')
   with open(json_path, 'w') as f:
     json.dump({'task': task.name, 'metric': task.metric_name,
@@ -469,7 +546,7 @@ def write_report(
   with open(table_path, 'w') as f:
     f.write(format_table(results, task) + '\n')
   return {'json': json_path, 'table': table_path,
-          'loss_plot': loss_path, 'memory_plot': mem_path}
+          'loss_plot': loss_path, 'memory_plot': mem_path, 'lr_plot': lr_path}
 
 
 def learning_rate_grid(config) -> tuple[dict[str, tuple[float, ...]], int]:
@@ -515,6 +592,6 @@ def run_and_report(task: Task, grid, config, workdir: str, *, start: float,
       f'{n} {r.final_metric:{metric_format}} (lr {r.learning_rate:g})'
       for n, r in best.items()))
   print(f'total wall time {wall:.0f} s on {jax.devices()[0].platform};'
-        f' wrote {paths["table"]}, {paths["loss_plot"]}, {paths["memory_plot"]}')
+        f' wrote {", ".join(paths.values())}')
   return {'results': results, 'table': table, 'paths': paths,
           'wall_time_s': wall}

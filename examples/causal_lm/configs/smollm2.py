@@ -28,5 +28,6 @@ def get_config():
       'adam': (1e-5, 3e-5, 1e-4),
       'adafactor': (3e-4, 1e-3, 3e-3),  # relative to each parameter's RMS (optax default).
       'alada': (1e-5, 3e-5, 1e-4),
+      'alada_paper': (1e-5, 3e-5, 1e-4),  # step_bound=None: the paper's Algorithm 2.
   })
   return config

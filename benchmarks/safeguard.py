@@ -1,0 +1,262 @@
+"""Alada's default step bound against the paper's Algorithm 2, and against Adam.
+
+    python -m benchmarks.safeguard              # ~6 min on 2 CPU cores
+    python -m benchmarks.safeguard --quick      # smoke run: one seed, short
+
+Three measurements, each for Adam (``optax.adam``, b2 = 0.999), the default
+``alada`` (``step_bound=1``) and the paper's Algorithm 2
+(``alada(..., step_bound=None)``):
+
+* **A rare embedding row.** A 100 x 8 table trained on gradients
+  ``0.1 N(0, 1) + 0.05`` whose row 3 gets no gradient for ``silent`` steps and
+  then comes back on an odd step (the step that refits ``q``, so that ``p`` is
+  stale); the largest per-entry update of that row afterwards, in units of the
+  learning rate.
+* **optax's 2 x 2 matrix_parabola** (its contrib battery's target) at
+  lr 3e-3 for 30,000 steps: the final distance to the optimum and the largest
+  per-entry step.
+* **Learning-rate sensitivity on a small LM**: the byte-level transformer
+  of :mod:`benchmarks.methods` (2 blocks, d = 128), 200 steps of batch 8 x 32
+  bytes on the movie-review sentences, held-out loss in nats per byte at a
+  6-point grid (factor ~3) for two batch orders (seeds); and, over the run,
+  the mean per-entry step ``|update| / lr`` and the fraction of entries with
+  ``|update| >= lr`` (for the default Alada: where the bound acts).
+
+Writes ``safeguard.md``, ``safeguard.json`` and ``safeguard.png`` under
+``--out`` (default ``out/safeguard``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import time
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+import alada_optax
+from benchmarks import harness
+from benchmarks import methods as methods_lib
+
+OPTIMIZERS = {
+    'adam': lambda learning_rate: optax.adam(learning_rate),
+    'alada': lambda learning_rate: alada_optax.alada(learning_rate),
+    'alada (paper)': lambda learning_rate: alada_optax.alada(
+        learning_rate, step_bound=None),
+}
+LRS = (1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2)
+
+
+def rare_row(make, silent: int, lr: float = 1e-3, rows: int = 100,
+             cols: int = 8, row: int = 3, after: int = 50) -> float:
+  """Largest |update| / lr of ``row`` once it is back (see the docstring)."""
+  rng = np.random.default_rng(0)
+  opt = make(lr)
+  params = jnp.zeros((rows, cols))
+  grads = 0.1 * rng.normal(size=(20 + silent + 1 + after, rows, cols)) + 0.05
+  back = 20 + silent + 1 - (20 + silent) % 2
+  grads[20:back, row] = 0.0
+
+  def step(state, g):
+    updates, state = opt.update(g, state, params)
+    return state, jnp.max(jnp.abs(updates[row]))
+
+  _, largest = jax.jit(lambda g: jax.lax.scan(step, opt.init(params), g))(
+      jnp.asarray(grads, jnp.float32))
+  return float(jnp.max(largest[back:])) / lr
+
+
+def matrix_parabola(make, lr: float = 3e-3, steps: int = 30_000):
+  """(max |x - x*|, largest |update| / lr) on optax's matrix_parabola."""
+  final = jnp.array([[3.0, -2.0], [1.0, 4.0]])
+  loss = lambda x: jnp.sum((x - final) ** 2)
+  opt = make(lr)
+
+  def step(carry, _):
+    x, state = carry
+    updates, state = opt.update(jax.grad(loss)(x), state, x)
+    return (optax.apply_updates(x, updates), state), jnp.max(jnp.abs(updates))
+
+  x0 = jnp.zeros((2, 2))
+  (x, _), largest = jax.jit(
+      lambda x: jax.lax.scan(step, (x, opt.init(x)), length=steps))(x0)
+  return float(jnp.max(jnp.abs(x - final))), float(jnp.max(largest)) / lr
+
+
+def lm_program(model, opt, steps: int, warmup: int):
+  """:func:`benchmarks.methods.lm_program` that also returns, per step, the
+  mean ``|update| / lr`` and the fraction of entries with ``|update| >= lr``."""
+  batch, seq = model.config['batch'], model.config['seq']
+  shape = optax.join_schedules(
+      [optax.linear_schedule(0.0, 1.0, warmup),
+       optax.linear_schedule(1.0, 0.0, steps - warmup)], [warmup])
+
+  def run(params, state, key, stream, heldout):
+    peak = state.hyperparams['learning_rate']
+    size = sum(x.size for x in jax.tree.leaves(params))
+
+    def step(carry, i):
+      params, state = carry
+      lr = peak * shape(i)
+      state = state._replace(hyperparams={
+          **state.hyperparams, 'learning_rate': lr})
+      starts = jax.random.randint(jax.random.fold_in(key, i), (batch,), 0,
+                                  stream.shape[0] - seq - 1)
+      tokens = stream[starts[:, None] + jnp.arange(seq + 1)].astype(jnp.int32)
+      loss, grads = jax.value_and_grad(model.loss)(params, tokens)
+      updates, state = opt.update(grads, state, params)
+      ratio = [jnp.abs(u) / jnp.maximum(lr, 1e-30) for u in jax.tree.leaves(updates)]
+      mean = sum(jnp.sum(r) for r in ratio) / size
+      at_lr = sum(jnp.sum(r >= 1 - 1e-6) for r in ratio) / size
+      return (optax.apply_updates(params, updates), state), (loss, mean, at_lr)
+
+    (params, _), (losses, mean, at_lr) = jax.lax.scan(
+        step, (params, state), jnp.arange(steps))
+    chunks = heldout.reshape(-1, batch, heldout.shape[-1])
+    held = jnp.mean(jax.lax.map(lambda rows: model.loss(params, rows), chunks))
+    # Step 0 of the warmup has lr 0: its ratios are not steps.
+    return held, losses, jnp.mean(mean[1:]), jnp.mean(at_lr[1:])
+
+  return run
+
+
+def lr_sensitivity(quick: bool, log=print) -> dict[str, Any]:
+  task = methods_lib.task(quick)
+  lm, cfg = task.lm, task.lm.config
+  data = methods_lib.corpus(cfg['seq'], task.eval_rows - task.eval_rows % cfg['batch'],
+                            task.heldout_sentences)
+  params = harness.concrete_params(lm)
+  stream, heldout = jnp.asarray(data.train), jnp.asarray(data.heldout)
+  seeds = (7,) if quick else (7, 8)
+  rows = {}
+  for name, make in OPTIMIZERS.items():
+    opt = optax.inject_hyperparams(make, hyperparam_dtype=jnp.float32)(1e-3)
+    state0 = jax.eval_shape(opt.init, params)
+    start = time.perf_counter()
+    compiled = jax.jit(lm_program(lm, opt, task.steps, task.warmup)).lower(
+        params, state0, jax.random.key(0), stream, heldout).compile()
+    runs = []
+    for lr in LRS:
+      for seed in seeds:
+        state = opt.init(params)
+        state.hyperparams['learning_rate'] = jnp.asarray(lr, jnp.float32)
+        held, _, mean, at_lr = compiled(params, state, jax.random.key(seed),
+                                        stream, heldout)
+        held = float(held)
+        runs.append({'lr': lr, 'seed': seed,
+                     'heldout': held if np.isfinite(held) else None,
+                     'mean_step': float(mean), 'at_lr': float(at_lr)})
+    rows[name] = runs
+    by_lr = {lr: [r['heldout'] for r in runs if r['lr'] == lr] for lr in LRS}
+    log(f'  {name}: ' + ', '.join(
+        f'{lr:g}: ' + '/'.join('div' if x is None else f'{x:.3f}' for x in xs)
+        for lr, xs in by_lr.items()) +
+        f' ({time.perf_counter() - start:.0f} s)')
+  return {'lm_name': lm.name, 'steps': task.steps, 'seeds': list(seeds),
+          'unigram': data.unigram, 'lrs': list(LRS), 'rows': rows}
+
+
+def mean_over_seeds(runs, lr, key='heldout'):
+  xs = [r[key] for r in runs if r['lr'] == lr]
+  return None if any(x is None for x in xs) else float(np.mean(xs))
+
+
+def markdown(res: dict[str, Any]) -> str:
+  lines = ['## A rare embedding row (100 x 8, lr 1e-3): largest per-entry '
+           'update after it comes back, x lr', '',
+           '| optimizer | ' + ' | '.join(f'{s} silent steps' for s in res['silent'])
+           + ' |', '|---|' + '---:|' * len(res['silent'])]
+  for name, vals in res['rare_row'].items():
+    lines.append(f'| {name} | ' + ' | '.join(f'{v:.3g}' for v in vals) + ' |')
+  lines += ['', "## optax's 2 x 2 matrix_parabola, lr 3e-3, 30,000 steps", '',
+            '| optimizer | max abs(x - x*) | largest step / lr | converged (3e-2) |',
+            '|---|---:|---:|---|']
+  for name, (err, largest) in res['parabola'].items():
+    lines.append(f'| {name} | {err:.3g} | {largest:.3g} | '
+                 f'{"yes" if err < 3e-2 else "no"} |')
+  lm = res['lm']
+  lines += ['', f'## Learning-rate sensitivity: {lm["lm_name"]}, {lm["steps"]} '
+            f'steps, held-out nats/byte (mean of seeds {lm["seeds"]}; unigram '
+            f'{lm["unigram"]:.3f})', '',
+            '| optimizer | ' + ' | '.join(f'{lr:g}' for lr in lm['lrs']) +
+            ' | mean step / lr | entries stepping >= lr |',
+            '|---|' + '---:|' * (len(lm['lrs']) + 2)]
+  for name, runs in lm['rows'].items():
+    cells = []
+    for lr in lm['lrs']:
+      x = mean_over_seeds(runs, lr)
+      cells.append('diverged' if x is None else f'{x:.3f}')
+    mean_step = np.mean([r['mean_step'] for r in runs])
+    at_lr = np.mean([r['at_lr'] for r in runs])
+    lines.append(f'| {name} | ' + ' | '.join(cells) +
+                 f' | {mean_step:.3f} | {100 * at_lr:.2f}% |')
+  return '\n'.join(lines) + '\n'
+
+
+def plot(res: dict[str, Any], path: str) -> None:
+  import matplotlib  # pylint: disable=g-import-not-at-top
+  matplotlib.use('Agg')
+  import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
+
+  lm = res['lm']
+  fig, ax = plt.subplots(figsize=(6.5, 4))
+  for name, runs in lm['rows'].items():
+    ys = [mean_over_seeds(runs, lr) for lr in lm['lrs']]
+    ax.plot(lm['lrs'], [np.nan if y is None else y for y in ys], marker='o',
+            label=name, ls='--' if 'paper' in name else '-')
+  ax.axhline(lm['unigram'], color='grey', lw=0.8, ls=':', label='unigram')
+  ax.set(xscale='log', xlabel='peak learning rate',
+         ylabel='held-out loss (nats/byte)',
+         title=f'{lm["lm_name"]}, {lm["steps"]} steps')
+  ax.grid(alpha=0.3)
+  ax.legend(fontsize=8)
+  fig.tight_layout()
+  fig.savefig(path, dpi=110)
+  plt.close(fig)
+
+
+def main(argv=None) -> int:
+  parser = argparse.ArgumentParser(
+      prog='python -m benchmarks.safeguard',
+      description="Alada's default step bound vs the paper's Algorithm 2 and "
+      'Adam: a rare embedding row, optax\'s matrix_parabola, and a '
+      'learning-rate sweep on a small LM.')
+  parser.add_argument('--out', default=os.path.join('out', 'safeguard'),
+                      help='output folder (default: %(default)s)')
+  parser.add_argument('--quick', action='store_true',
+                      help='smoke run: tiny LM, one seed, fewer silent steps')
+  args = parser.parse_args(argv)
+  start = time.perf_counter()
+  silent = (20, 60) if args.quick else (200, 600)
+  res: dict[str, Any] = {'silent': list(silent)}
+  res['rare_row'] = {n: [rare_row(m, s) for s in silent]
+                     for n, m in OPTIMIZERS.items()}
+  print('rare row:', res['rare_row'], flush=True)
+  res['parabola'] = {n: matrix_parabola(m, steps=3000 if args.quick else 30_000)
+                     for n, m in OPTIMIZERS.items()}
+  print('matrix_parabola:', res['parabola'], flush=True)
+  with methods_lib.single_threaded_lapack():
+    res['lm'] = lr_sensitivity(args.quick)
+  res['wall_s'] = time.perf_counter() - start
+  res['versions'] = {'jax': jax.__version__, 'optax': optax.__version__}
+  os.makedirs(args.out, exist_ok=True)
+  table = markdown(res)
+  paths = [os.path.join(args.out, f) for f in
+           ('safeguard.md', 'safeguard.json', 'safeguard.png')]
+  with open(paths[0], 'w') as f:
+    f.write(table)
+  with open(paths[1], 'w') as f:
+    json.dump(res, f, indent=1)
+  plot(res, paths[2])
+  print(table)
+  print(f'{res["wall_s"]:.0f} s; wrote {", ".join(paths)}')
+  return 0
+
+
+if __name__ == '__main__':
+  raise SystemExit(main())
