@@ -173,6 +173,7 @@ def test_smoke_three_optimizers_write_table_and_plots(tmp_path):
     summary = harness.summarize_step_stats(r)
     assert 0 < summary['mean'] <= summary['max']
     assert 0 <= summary['at_lr'] <= 1
+    assert 0 < summary['max_embedding'] <= summary['max']  # position tables
   assert harness.summarize_step_stats(by_name['alada'])['max'] <= 1 + 1e-5
   with open(out['paths']['loss_plot'], 'rb') as f:
     assert f.read(8) == b'\x89PNG\r\n\x1a\n'

@@ -214,12 +214,12 @@ def update_stats(updates: Any, learning_rate: jax.Array) -> dict[str, jax.Array]
 
   'mean' and 'max' over every trained entry; 'at_lr', the fraction of entries
   with ``|update| >= learning_rate`` (for the default Alada: the entries whose
-  step its bound sets); 'max_embedding', the max over leaves whose path names
-  an embedding (0 if none).
+  step its bound sets); 'max_embedding', the max over embedding tables (the
+  ``embedding`` params of ``nnx.Embed``; 0 if none).
   """
   leaves = jax.tree_util.tree_leaves_with_path(updates)
   size = sum(x.size for _, x in leaves)
-  steps = [(jax.tree_util.keystr(path).lower(),
+  steps = [(jax.tree_util.keystr(path),
             jnp.abs(x.astype(jnp.float32)) / learning_rate)
            for path, x in leaves]
   largest = lambda xs: jnp.max(jnp.stack([jnp.max(x) for x in xs])) if xs else 0.0
@@ -227,7 +227,7 @@ def update_stats(updates: Any, learning_rate: jax.Array) -> dict[str, jax.Array]
       'mean': sum(jnp.sum(x) for _, x in steps) / size,
       'max': largest([x for _, x in steps]),
       'at_lr': sum(jnp.sum(x >= 1 - 1e-6) for _, x in steps) / size,
-      'max_embedding': largest([x for p, x in steps if 'embed' in p]),
+      'max_embedding': largest([x for p, x in steps if "['embedding']" in p]),
   }
 
 
@@ -508,6 +508,8 @@ def plot_results(
   ax.set(xscale='log', xlabel='peak learning rate',
          ylabel=f'held-out {task.metric_name}',
          title=f'{task.name}: learning-rate sensitivity')
+  if not task.higher_is_better:  # perplexities span orders of magnitude
+    ax.set_yscale('log')
   ax.grid(alpha=0.3)
   ax.legend(fontsize=8)
   fig.tight_layout()
