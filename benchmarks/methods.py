@@ -402,7 +402,7 @@ def plot(results: dict[str, Any], out_dir: str) -> str:
   names = list(rows)
   colors = [COLORS.get(n) for n in names]
   x = np.arange(len(names))
-  fig, (ax1, ax2, ax3) = plt.subplots(1, 3, figsize=(17, 4.6))
+  fig, (ax1, ax2, ax3) = plt.subplots(1, 3, figsize=(18.5, 4.6))
 
   params = rows[names[0]]['memory'].params
   peak = [rows[n]['memory'].peak / params for n in names]
@@ -459,7 +459,9 @@ def plot(results: dict[str, Any], out_dir: str) -> str:
   ax3.set_ylabel('held-out loss (nats/byte); x: diverged or above the cap')
   ax3.set_title('Held-out loss vs learning rate', fontsize=9)
   ax3.grid(True, which='both', alpha=0.3)
-  ax3.legend(fontsize=7, ncol=2)
+  # Beside the axes, not over the points.
+  ax3.legend(fontsize=7, loc='upper left', bbox_to_anchor=(1.02, 1.0),
+             borderaxespad=0.0)
   fig.tight_layout()
   path = os.path.join(out_dir, 'methods.png')
   os.makedirs(out_dir, exist_ok=True)

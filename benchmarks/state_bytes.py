@@ -8,6 +8,9 @@ The states are built by the optimizers' own ``init`` under ``jax.eval_shape``
 
 from __future__ import annotations
 
+import argparse
+import sys
+
 import jax
 import jax.numpy as jnp
 import optax
@@ -98,5 +101,19 @@ def table() -> str:
   return '\n'.join(rows)
 
 
-if __name__ == '__main__':
+def build_parser() -> argparse.ArgumentParser:
+  return argparse.ArgumentParser(
+      prog='python -m benchmarks.state_bytes', description=__doc__,
+      formatter_class=argparse.RawDescriptionHelpFormatter,
+      epilog='Models: ' + ', '.join(MODELS) + '. Prints a markdown table '
+             '(MiB, and the ratio to the params\' bytes); writes nothing.')
+
+
+def main(argv=None) -> int:
+  build_parser().parse_args(argv)
   print(table())
+  return 0
+
+
+if __name__ == '__main__':
+  sys.exit(main())
