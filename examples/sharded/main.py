@@ -186,15 +186,18 @@ def main(argv=None):
                    in_shardings=(params_sh, state_sh, params_sh),
                    out_shardings=(params_sh, state_sh))
   param_bytes = sum(x.nbytes for x in jax.tree.leaves(params))
-  print(f'params: {param_bytes} bytes in all')
+  print(f'params: {param_bytes:,} bytes in all')
   for what, hlo in (
       ('train step', compiled.as_text()),
       ('Alada update alone',
        update.lower(params, opt_state, params).compile().as_text())):
     collectives = alada_sharding.hlo_collectives(hlo)
     largest = max(collectives, key=lambda c: c.elements, default=None)
-    print(f'{what}: {len(collectives)} collectives,'
-          f' {alada_sharding.hlo_collective_bytes_per_step(hlo)} bytes per'
+    kinds = sorted({c.op for c in collectives})
+    by_kind = ', '.join(
+        f'{sum(c.op == k for c in collectives)} {k}' for k in kinds)
+    print(f'{what}: {len(collectives)} collectives ({by_kind}),'
+          f' {alada_sharding.hlo_collective_bytes_per_step(hlo):,} bytes per'
           ' device per step (costliest branch of each cond; a loop body'
           ' counted once); largest: '
           f'{largest.op if largest else "-"} of'
