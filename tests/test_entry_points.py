@@ -136,3 +136,13 @@ def test_example_main_help_and_no_backend_noise(tmp_path):
   assert proc.returncode == 0, proc.stderr[-3000:]
   assert '(0.001, 0.002)' in proc.stdout
   assert 'Unable to initialize backend' not in proc.stderr + proc.stdout
+
+
+def test_readme_test_command_is_what_ci_runs():
+  readme = open(os.path.join(REPO, 'README.md'), encoding='utf-8').read()
+  section = readme[readme.index('\n## Tests\n'):]
+  block = section[section.index('```bash\n') + 8:]
+  command = block[:block.index('```')].strip()
+  with open(os.path.join(REPO, '.ci', 'run'), encoding='utf-8') as f:
+    ci = [line.strip() for line in f if line.strip() and not line.startswith('#')]
+  assert ci[-1] == command
