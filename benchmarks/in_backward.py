@@ -149,10 +149,18 @@ def max_difference(model, steps) -> float:
              for a, b in zip(jax.tree.leaves(outs[0]), jax.tree.leaves(out)))
 
 
+def build_parser() -> argparse.ArgumentParser:
+  parser = argparse.ArgumentParser(
+      prog='python -m benchmarks.in_backward', description=__doc__,
+      formatter_class=argparse.RawDescriptionHelpFormatter)
+  parser.add_argument('--small', action='store_true',
+                      help='small shapes (seconds instead of minutes); also '
+                           'checks that the three steps give the same update')
+  return parser
+
+
 def main(argv=None) -> int:
-  parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
-  parser.add_argument('--small', action='store_true')
-  args = parser.parse_args(argv)
+  args = build_parser().parse_args(argv)
   if args.small:
     gpt2 = models_lib.gpt2(layers=2, d=256, heads=4, vocab=8192, ctx=256,
                            seq=128)

@@ -33,6 +33,7 @@ import dataclasses
 import glob
 import math
 import os
+import textwrap
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -402,7 +403,7 @@ def plot(results: dict[str, Any], out_dir: str) -> str:
   names = list(rows)
   colors = [COLORS.get(n) for n in names]
   x = np.arange(len(names))
-  fig, (ax1, ax2, ax3) = plt.subplots(1, 3, figsize=(17, 4.6))
+  fig, (ax1, ax2, ax3) = plt.subplots(1, 3, figsize=(18.5, 4.6))
 
   params = rows[names[0]]['memory'].params
   peak = [rows[n]['memory'].peak / params for n in names]
@@ -434,8 +435,8 @@ def plot(results: dict[str, Any], out_dir: str) -> str:
     ax2.set_ylim(max(0.0, low - 0.25 * (top - low) - 0.05), top * 1.03 + 0.01)
   ax2.set_xticks(x, names, rotation=30, ha='right', fontsize=8)
   ax2.set_ylabel('held-out loss (nats/byte), best of the lr grid')
-  ax2.set_title(f'After {results["steps"]} steps: {results["lm_name"]}',
-                fontsize=8)
+  ax2.set_title(textwrap.fill(
+      f'After {results["steps"]} steps: {results["lm_name"]}', 60), fontsize=8)
 
   # Losses above 1.2x the uniform prediction's are drawn as x at that cap.
   cap = 1.2 * math.log(results['lm_config']['vocab'])
@@ -456,10 +457,13 @@ def plot(results: dict[str, Any], out_dir: str) -> str:
     ax3.set_ylim(min(drawn) - pad, max(drawn) + pad)
   ax3.set_xscale('log')
   ax3.set_xlabel('learning rate')
-  ax3.set_ylabel('held-out loss (nats/byte); x: diverged or above the cap')
-  ax3.set_title('Held-out loss vs learning rate', fontsize=9)
+  ax3.set_ylabel('held-out loss (nats/byte)')
+  ax3.set_title('Held-out loss vs learning rate\n(x: diverged, or above '
+                f'{cap:.2f} = 1.2x uniform)', fontsize=9)
   ax3.grid(True, which='both', alpha=0.3)
-  ax3.legend(fontsize=7, ncol=2)
+  # Beside the axes, not over the points.
+  ax3.legend(fontsize=7, loc='upper left', bbox_to_anchor=(1.02, 1.0),
+             borderaxespad=0.0)
   fig.tight_layout()
   path = os.path.join(out_dir, 'methods.png')
   os.makedirs(out_dir, exist_ok=True)

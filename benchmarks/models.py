@@ -117,7 +117,9 @@ def gpt2(layers: int = 12, d: int = 768, heads: int = 12, vocab: int = 50257,
   def make_batch(key):
     return jax.random.randint(key, (batch, seq + 1), 0, vocab)
 
-  return Model(f'GPT-2-small-shaped ({layers} blocks, d={d}, vocab {vocab}, '
+  body = (f'{layers} blocks' if layers else
+          'no blocks: embeddings, final norm, tied readout')
+  return Model(f'GPT-2-small-shaped ({body}, d={d}, vocab {vocab}, '
                f'tied), batch {batch}x{seq}', init, loss, make_batch,
                dict(layers=layers, d=d, heads=heads, vocab=vocab, ctx=ctx,
                     batch=batch, seq=seq))

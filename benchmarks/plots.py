@@ -29,7 +29,7 @@ def _color(name):
 def memory_plot(results, info, path):
   models = [(k, results[k + '_name']) for k in ('mlp', 'gpt2') if k in results]
   if not models:
-    return
+    return False
   fig, axes = plt.subplots(1, len(models), figsize=(6.5 * len(models), 4.2),
                            squeeze=False)
   for ax, (key, title) in zip(axes[0], models):
@@ -63,7 +63,7 @@ def time_plot(results, info, path):
                                   ('update', 'GPT-2-shaped update alone'))
               if k in results]
   if not sections:
-    return
+    return False
   names = list(results[sections[0][0]])
   fig, ax = plt.subplots(figsize=(8, 4.2))
   width = 0.8 / len(names)
@@ -91,7 +91,7 @@ def time_plot(results, info, path):
 def scaling_plot(results, info, path):
   sweep = results.get('sweep')
   if not sweep:
-    return
+    return False
   widths = sorted(sweep)
   names = list(sweep[widths[0]])
   fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4.2))
@@ -117,7 +117,13 @@ def scaling_plot(results, info, path):
   plt.close(fig)
 
 
-def write_all(results: dict[str, Any], info: dict[str, Any], out: str):
-  memory_plot(results, info, os.path.join(out, 'memory.png'))
-  time_plot(results, info, os.path.join(out, 'time.png'))
-  scaling_plot(results, info, os.path.join(out, 'scaling.png'))
+def write_all(results: dict[str, Any], info: dict[str, Any],
+              out: str) -> list[str]:
+  """Writes the plots the results have data for; returns their paths."""
+  written = []
+  for name, plot in (('memory.png', memory_plot), ('time.png', time_plot),
+                     ('scaling.png', scaling_plot)):
+    path = os.path.join(out, name)
+    if plot(results, info, path) is not False:
+      written.append(path)
+  return written

@@ -8,6 +8,9 @@ The states are built by the optimizers' own ``init`` under ``jax.eval_shape``
 
 from __future__ import annotations
 
+import argparse
+import sys
+
 import jax
 import jax.numpy as jnp
 import optax
@@ -98,5 +101,47 @@ def table() -> str:
   return '\n'.join(rows)
 
 
-if __name__ == '__main__':
+def build_parser() -> argparse.ArgumentParser:
+  return argparse.ArgumentParser(
+      prog='python -m benchmarks.state_bytes', description=__doc__,
+      formatter_class=argparse.RawDescriptionHelpFormatter,
+      epilog='Models: ' + ', '.join(MODELS) + '. Prints two markdown tables '
+             '(MiB and the ratio to the params\' bytes; then the bytes per '
+             'parameter of every method of the package); writes nothing.')
+
+
+# Every method of the package at its defaults (the README's "Related methods").
+METHODS = {
+    '`alada`': lambda: alada_optax.alada(1e-3),
+    '`smmf` (1-bit packed signs)': lambda: alada_optax.smmf(1e-3),
+    '`came`': lambda: alada_optax.came(1e-3),
+    '`adamw_snsm` (rank 128)': lambda: alada_optax.adamw_snsm(1e-3),
+    '`adapprox` (max rank 32)': lambda: alada_optax.adapprox(1e-3),
+}
+
+
+def methods_table() -> str:
+  """Bytes of optimizer state per fp32 parameter (Adam: 8)."""
+  shapes = {'1024x1024': {'w': (1024, 1024)}, 'GPT-2 small': gpt2_small()}
+  rows = ['| optimizer | ' + ' | '.join(shapes) + ' |',
+          '|---|' + '---:|' * len(shapes)]
+  for name, make in METHODS.items():
+    cells = []
+    for tree in shapes.values():
+      params = as_params(tree)
+      n = sum(x.size for x in jax.tree.leaves(params))
+      cells.append(f'{state_bytes(make(), params) / n:.3f}')
+    rows.append(f'| {name} | ' + ' | '.join(cells) + ' |')
+  return '\n'.join(rows)
+
+
+def main(argv=None) -> int:
+  build_parser().parse_args(argv)
   print(table())
+  print('\nBytes of optimizer state per fp32 parameter (Adam: 8):\n')
+  print(methods_table())
+  return 0
+
+
+if __name__ == '__main__':
+  sys.exit(main())

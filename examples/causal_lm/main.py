@@ -23,13 +23,19 @@ from absl import app  # pylint: disable=g-import-not-at-top
 from absl import flags
 from ml_collections import config_flags
 
+from examples.common import cli
 from examples.causal_lm import train
+from examples.causal_lm.configs import default as default_config
+
+cli.quiet_backend_probe()
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string('workdir', 'out/causal_lm', 'Where the table, JSON, plots and the pretrained small model go.')
 config_flags.DEFINE_config_file(
     'config', os.path.join(os.path.dirname(__file__), 'configs', 'default.py'),
-    'Hyperparameter configuration.', lock_config=True,
+    cli.config_help(default_config.get_config(),
+                    'examples/causal_lm/configs/default.py'),
+    lock_config=True,
 )
 
 

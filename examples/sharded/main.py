@@ -29,22 +29,38 @@ import os
 import sys
 
 
-def _parse_args(argv):
-  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-  parser.add_argument('--steps', type=int, default=30)
-  parser.add_argument('--mesh', default='2,4', help='data,model mesh shape')
+def build_parser() -> argparse.ArgumentParser:
+  parser = argparse.ArgumentParser(
+      prog='python -m examples.sharded.main', description=__doc__,
+      formatter_class=argparse.RawDescriptionHelpFormatter)
+  parser.add_argument('--steps', type=int, default=30,
+                      help='training steps (default 30)')
+  parser.add_argument('--mesh', default='2,4',
+                      help='data,model mesh shape (default 2,4); its product '
+                           'is the number of devices used')
   parser.add_argument('--devices', type=int, default=8,
-                      help='simulated CPU devices (0: leave XLA_FLAGS alone)')
-  parser.add_argument('--layers', type=int, default=4)
-  parser.add_argument('--width', type=int, default=64)
-  parser.add_argument('--heads', type=int, default=4)
-  parser.add_argument('--batch', type=int, default=64)
-  parser.add_argument('--lr', type=float, default=3e-3)
+                      help='simulated CPU devices (default 8; 0: leave '
+                           'XLA_FLAGS alone, e.g. on GPUs)')
+  parser.add_argument('--layers', type=int, default=4,
+                      help='stacked residual blocks, run by lax.scan (default 4)')
+  parser.add_argument('--width', type=int, default=64,
+                      help='model width d (default 64; divisible by the mesh '
+                           'axes and by --heads)')
+  parser.add_argument('--heads', type=int, default=4,
+                      help='heads of the per-head projection (default 4)')
+  parser.add_argument('--batch', type=int, default=64,
+                      help='examples per step (default 64)')
+  parser.add_argument('--lr', type=float, default=3e-3,
+                      help="Alada's learning rate (default 3e-3)")
   parser.add_argument('--check', action='store_true',
                       help='also run on one device and print the deviation')
   parser.add_argument('--distributed', action='store_true',
                       help='call jax.distributed.initialize() (multi-host)')
-  return parser.parse_args(argv)
+  return parser
+
+
+def _parse_args(argv):
+  return build_parser().parse_args(argv)
 
 
 def main(argv=None):
@@ -170,15 +186,18 @@ def main(argv=None):
                    in_shardings=(params_sh, state_sh, params_sh),
                    out_shardings=(params_sh, state_sh))
   param_bytes = sum(x.nbytes for x in jax.tree.leaves(params))
-  print(f'params: {param_bytes} bytes in all')
+  print(f'params: {param_bytes:,} bytes in all')
   for what, hlo in (
       ('train step', compiled.as_text()),
       ('Alada update alone',
        update.lower(params, opt_state, params).compile().as_text())):
     collectives = alada_sharding.hlo_collectives(hlo)
     largest = max(collectives, key=lambda c: c.elements, default=None)
-    print(f'{what}: {len(collectives)} collectives,'
-          f' {alada_sharding.hlo_collective_bytes_per_step(hlo)} bytes per'
+    kinds = sorted({c.op for c in collectives})
+    by_kind = ', '.join(
+        f'{sum(c.op == k for c in collectives)} {k}' for k in kinds)
+    print(f'{what}: {len(collectives)} collectives ({by_kind}),'
+          f' {alada_sharding.hlo_collective_bytes_per_step(hlo):,} bytes per'
           ' device per step (costliest branch of each cond; a loop body'
           ' counted once); largest: '
           f'{largest.op if largest else "-"} of'

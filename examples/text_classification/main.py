@@ -16,13 +16,19 @@ from absl import app  # pylint: disable=g-import-not-at-top
 from absl import flags
 from ml_collections import config_flags
 
+from examples.common import cli
 from examples.text_classification import train
+from examples.text_classification.configs import default as default_config
+
+cli.quiet_backend_probe()
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string('workdir', 'out/text_classification', 'Where the table, JSON and plots go.')
 config_flags.DEFINE_config_file(
     'config', os.path.join(os.path.dirname(__file__), 'configs', 'default.py'),
-    'Hyperparameter configuration.', lock_config=True,
+    cli.config_help(default_config.get_config(),
+                    'examples/text_classification/configs/default.py'),
+    lock_config=True,
 )
 
 

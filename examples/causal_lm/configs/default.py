@@ -3,7 +3,7 @@
 SmolLM2-135M (``configs/smollm2.py``) costs about 5 s per step of 4 x 128
 tokens on 2 CPU cores: its 49,152 x 576 output layer alone is 57 MFLOP per
 token each way. Nine fine-tuning trials would not fit in 10 minutes. The CPU
-default is therefore the issue's fallback, on real corpora from package
+default is therefore a fallback on real corpora from package
 registries: a 1.05M-parameter model of the same architecture is pretrained
 from scratch (with Adam, once, identical for every trial) on Jane Austen's
 novels (Debian ``r-cran-janeaustenr``), then fine-tuned on Rotten Tomatoes
