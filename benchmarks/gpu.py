@@ -44,6 +44,7 @@ import math
 import os
 import platform
 import re
+import shlex
 import shutil
 import subprocess
 import sys
@@ -275,7 +276,13 @@ def one_train(args, name: str, batch: int) -> dict[str, Any]:
   from benchmarks import harness  # pylint: disable=g-import-not-at-top
   model = gpt2_model(args, batch)
   opt = harness.OPTIMIZERS[OPTIMIZERS[name]]()
+  events = []
+  jax.monitoring.register_event_listener(lambda name, **_: events.append(name))
   program = harness.compile_train_step(model, opt)
+  # Loaded from the precompiled cache: no autotuning (whose scratch buffers
+  # would count in the device peak) in this process.
+  from_cache = ('/jax/compilation_cache/cache_hits' in events and
+                '/jax/compilation_cache/cache_misses' not in events)
   params = harness.concrete_params(model)
   n_params = sum(x.size for x in jax.tree.leaves(params))
   runner = harness.Runner(program, params, opt, harness.concrete_batch(model))
@@ -289,7 +296,8 @@ def one_train(args, name: str, batch: int) -> dict[str, Any]:
           'model': model.name, 'params': n_params,
           'compiled': {**vars(program.memory), 'peak': program.memory.peak},
           'device_memory': memory, 'time': _timing(timing),
-          'compile_s': program.compile_s, 'params_finite': finite,
+          'compile_s': program.compile_s, 'from_cache': from_cache,
+          'params_finite': finite,
           **_device()}
 
 
@@ -345,10 +353,17 @@ def minilm_config(args):
 
 
 def one_minilm(args) -> dict[str, Any]:
-  """The MiniLM fine-tune; {'skipped': why} without its weights or data."""
-  from examples.text_classification import input_pipeline  # pylint: disable=g-import-not-at-top
-  from examples.text_classification import model as model_lib  # pylint: disable=g-import-not-at-top
-  from examples.text_classification import train  # pylint: disable=g-import-not-at-top
+  """The MiniLM fine-tune; {'skipped': why} without its packages, weights or
+  data (an offline GPU machine may lack them: docs/benchmarks_gpu.md)."""
+  try:
+    # pylint: disable=g-import-not-at-top
+    from examples.text_classification import input_pipeline
+    from examples.text_classification import model as model_lib
+    from examples.text_classification import train
+    # pylint: enable=g-import-not-at-top
+  except ImportError as e:
+    return {'skipped': f'the examples need {e.name or e} (pip install -e '
+                       '".[examples]")'}
   config = minilm_config(args)
   try:
     model_lib.pretrained_dir()
@@ -460,9 +475,10 @@ def train_table(rows, args) -> list[str]:
       device = (r['device_memory'] or {}).get('peak_bytes_in_use')
       ratio = (f'{t["median_s"] / adam["time"]["median_s"]:.2f}'
                if adam else 'n/a')
+      mark = '' if device is None or r['from_cache'] else ' †'
       lines.append(
           f'| {b} | {r["optimizer"]} | {_mib(c["state"])} | {_mib(c["peak"])}'
-          f' | {_mib(device)}'
+          f' | {_mib(device)}{mark}'
           f' | {"n/a" if device is None else _mib(device - c["peak"])}'
           f' | {_ms(t)} | {ratio} | {b * args.seq / t["median_s"]:,.0f} |')
   return lines
@@ -489,7 +505,7 @@ def update_table(update) -> list[str]:
 
 def markdown(report, args) -> str:
   v = report['versions']
-  cmd = 'python -m benchmarks.gpu' + (' --quick' if args.quick else '')
+  cmd = ' '.join(['python -m benchmarks.gpu', *map(shlex.quote, report['argv'])])
   lines = [
       '# alada_optax benchmarks, GPU mode', '',
       f'`{cmd}` on {report["device"]}; jax {v["jax"]}, jaxlib {v["jaxlib"]}, '
@@ -511,6 +527,10 @@ def markdown(report, args) -> str:
         f'{args.warmup} warm-up, then {args.rounds} timed steps per row '
         '(rows run one after another, not interleaved).', '',
         *train_table(report['train'], args), '']
+    if any('†' in line for line in train_table(report['train'], args)):
+      lines += ['† compiled in its own process (not loaded from the '
+                'precompiled cache): its device peak may include the '
+                "autotuner's scratch buffers.", '']
   if 'update' in report:
     up = report['update']
     lines += ['## Optimizer update alone, on the same params', '']
@@ -526,13 +546,13 @@ def markdown(report, args) -> str:
   if 'minilm' in report:
     mm = report['minilm']
     c = mm.get('config', {})
-    lines += ['## MiniLM-L6 fine-tune (examples/text_classification)', '',
-              f'{c.get("num_steps")} steps of batch {c.get("batch_size")} x '
-              f'{c.get("max_length")} tokens, {c.get("num_layers")} layers, '
-              'all weights trained, held-out '
-              f'{c.get("num_test")} sentences; '
-              + ', '.join(f'{o}: lr {c["learning_rates"][o]}'
-                          for o in c.get('optimizers', ())) + '.', '']
+    lines += ['## MiniLM-L6 fine-tune (examples/text_classification)', '']
+    if c:
+      lines += [f'{c["num_steps"]} steps of batch {c["batch_size"]} x '
+                f'{c["max_length"]} tokens, {c["num_layers"]} layers, all '
+                f'weights trained, {c["num_test"]} held-out sentences; '
+                + ', '.join(f'{o}: lr {c["learning_rates"][o]}'
+                            for o in c['optimizers']) + '.', '']
     if 'error' in mm:
       lines += [f'failed: {mm["error"]}', '']
     elif 'skipped' in mm:
@@ -555,7 +575,8 @@ def main(argv=None) -> int:
 
   start = time.perf_counter()
   log = lambda s: print(s, flush=True)
-  report: dict[str, Any] = {'versions': versions(), 'args': vars(args),
+  report: dict[str, Any] = {'argv': argv, 'versions': versions(),
+                            'args': vars(args),
                             'precision': precision(args), 'errors': []}
   run = lambda spec, tmp, cache: child(spec, argv, tmp, cache,
                                        args.child_timeout, args.quick, log)
