@@ -277,7 +277,7 @@ def one_train(args, name: str, batch: int) -> dict[str, Any]:
   model = gpt2_model(args, batch)
   opt = harness.OPTIMIZERS[OPTIMIZERS[name]]()
   events = []
-  jax.monitoring.register_event_listener(lambda name, **_: events.append(name))
+  jax.monitoring.register_event_listener(lambda *a, **_: events.append(a[0]))
   program = harness.compile_train_step(model, opt)
   # Loaded from the precompiled cache: no autotuning (whose scratch buffers
   # would count in the device peak) in this process.
@@ -513,6 +513,10 @@ def markdown(report, args) -> str:
       f'{v["date"]}; wall time {report["wall_s"] / 60:.1f} min.', '',
       precision(args) + ' Matmul precision: jax_default_matmul_precision='
       f'{v["jax_default_matmul_precision"]}.', '']
+  if args.quick:
+    lines += ['--quick: smoke sizes, compiled with XLA flags for a fast '
+              'compile: these figures check the code path, they measure '
+              'nothing.', '']
   if 'train' in report:
     model = next((r['model'] for r in report['train'] if 'model' in r), '')
     n = next((r['params'] for r in report['train'] if 'params' in r), 0)
