@@ -55,8 +55,18 @@ def mlp(layers: int = 8, width: int = 2048, batch: int = 8) -> Model:
 # -- GPT-2-small-shaped transformer --------------------------------------------
 
 def gpt2(layers: int = 12, d: int = 768, heads: int = 12, vocab: int = 50257,
-         ctx: int = 1024, batch: int = 1, seq: int = 256) -> Model:
-  """Pre-LN GPT-2 with a tied embedding; next-token cross-entropy."""
+         ctx: int = 1024, batch: int = 1, seq: int = 256,
+         compute_dtype: Any = None) -> Model:
+  """Pre-LN GPT-2 with a tied embedding; next-token cross-entropy.
+
+  ``seq`` tokens per sequence (at most ``ctx``, the position table's length).
+  Params are fp32. With ``compute_dtype`` (e.g. ``jnp.bfloat16``) the loss
+  casts them to it and computes the activations in it (mixed precision: the
+  gradients and params stay fp32), keeping the layer-norm statistics and the
+  final log-softmax in fp32; ``None`` computes everything in fp32.
+  """
+  if seq > ctx:
+    raise ValueError(f'seq {seq} > ctx {ctx}: no position embedding for it')
 
   def init(key):
     k_wte, k_wpe, *k_blocks = jax.random.split(key, 2 + layers)
@@ -82,9 +92,11 @@ def gpt2(layers: int = 12, d: int = 768, heads: int = 12, vocab: int = 50257,
             'ln_f': {'scale': jnp.ones((d,)), 'bias': jnp.zeros((d,))}}
 
   def layer_norm(p, x):
+    dtype, x = x.dtype, x.astype(jnp.float32)  # no-ops in fp32
     mean = jnp.mean(x, -1, keepdims=True)
     var = jnp.mean(jnp.square(x - mean), -1, keepdims=True)
-    return (x - mean) * jax.lax.rsqrt(var + 1e-5) * p['scale'] + p['bias']
+    y = (x - mean) * jax.lax.rsqrt(var + 1e-5) * p['scale'] + p['bias']
+    return y.astype(dtype)
 
   def attention(p, x):
     b, s, _ = x.shape
@@ -103,6 +115,8 @@ def gpt2(layers: int = 12, d: int = 768, heads: int = 12, vocab: int = 50257,
     return h @ p['mlp_out']['kernel'] + p['mlp_out']['bias']
 
   def loss(params, tokens):
+    if compute_dtype is not None:
+      params = jax.tree.map(lambda p: p.astype(compute_dtype), params)
     inputs, targets = tokens[:, :-1], tokens[:, 1:]
     s = inputs.shape[1]
     x = params['wte'][inputs] + params['wpe'][:s]
@@ -111,7 +125,7 @@ def gpt2(layers: int = 12, d: int = 768, heads: int = 12, vocab: int = 50257,
       x = x + mlp_block(blk, layer_norm(blk['ln2'], x))
     x = layer_norm(params['ln_f'], x)
     logits = x @ params['wte'].T
-    logp = jax.nn.log_softmax(logits, axis=-1)
+    logp = jax.nn.log_softmax(logits.astype(jnp.float32), axis=-1)
     return -jnp.mean(jnp.take_along_axis(logp, targets[..., None], -1))
 
   def make_batch(key):
@@ -119,7 +133,9 @@ def gpt2(layers: int = 12, d: int = 768, heads: int = 12, vocab: int = 50257,
 
   body = (f'{layers} blocks' if layers else
           'no blocks: embeddings, final norm, tied readout')
+  precision = ('' if compute_dtype is None else
+               f', {jnp.dtype(compute_dtype).name} activations')
   return Model(f'GPT-2-small-shaped ({body}, d={d}, vocab {vocab}, '
-               f'tied), batch {batch}x{seq}', init, loss, make_batch,
+               f'tied), batch {batch}x{seq}{precision}', init, loss, make_batch,
                dict(layers=layers, d=d, heads=heads, vocab=vocab, ctx=ctx,
                     batch=batch, seq=seq))
