@@ -15,6 +15,10 @@ Three measurements, each for Adam (``optax.adam``, b2 = 0.999), the default
 * **optax's 2 x 2 matrix_parabola** (its contrib battery's target) at
   lr 3e-3 for 30,000 steps: the final distance to the optimum and the largest
   per-entry step.
+* **What the bound costs**: the donated update alone (update + apply) on the
+  GPT-2-small-shaped params of :mod:`benchmarks.run`, the default against
+  the paper's mode, interleaved rounds after warm-up, medians; and the bytes
+  XLA's cost analysis says each accesses.
 * **Learning-rate sensitivity on a small LM**: the byte-level transformer
   of :mod:`benchmarks.methods` (2 blocks, d = 128), 200 steps of batch 8 x 32
   bytes on the movie-review sentences, held-out loss in nats per byte at a
@@ -42,6 +46,7 @@ import optax
 import alada_optax
 from benchmarks import harness
 from benchmarks import methods as methods_lib
+from benchmarks import models as models_lib
 
 OPTIMIZERS = {
     'adam': lambda learning_rate: optax.adam(learning_rate),
@@ -86,6 +91,30 @@ def matrix_parabola(make, lr: float = 3e-3, steps: int = 30_000):
   (x, _), largest = jax.jit(
       lambda x: jax.lax.scan(step, (x, opt.init(x)), length=steps))(x0)
   return float(jnp.max(jnp.abs(x - final))), float(jnp.max(largest)) / lr
+
+
+def update_cost(quick: bool, rounds: int, log=print) -> dict[str, Any]:
+  """Median time and bytes accessed of the update alone, default vs paper."""
+  model = (models_lib.gpt2(layers=1, d=64, heads=2, vocab=256, ctx=32, seq=32)
+           if quick else models_lib.gpt2())
+  names = ['alada', 'alada (paper)']
+  opts = {n: OPTIMIZERS[n](1e-3) for n in names}
+  abstract = jax.eval_shape(model.init, jax.random.key(0))
+  programs = {n: harness.compile_update_step(abstract, opts[n]) for n in names}
+  params = harness.concrete_params(model)
+  timed = harness.time_programs(programs, opts, params,
+                                harness.fake_grads(params), 2, rounds)
+  size = sum(x.size for x in jax.tree.leaves(abstract))
+  out = {}
+  for n in names:
+    cost = programs[n].compiled.cost_analysis()
+    cost = cost[0] if isinstance(cost, list) else cost
+    t = timed[n]['time']
+    out[n] = {'median_s': t.median, 'low_s': t.low, 'high_s': t.high,
+              'bytes_per_param': float(cost['bytes accessed']) / size}
+    log(f'  update alone, {n}: {t.median * 1e3:,.1f} ms, '
+        f'{out[n]["bytes_per_param"]:.1f} bytes/param')
+  return {'model': model.name, 'rounds': rounds, 'rows': out}
 
 
 def lm_program(model, opt, steps: int, warmup: int):
@@ -179,6 +208,16 @@ def markdown(res: dict[str, Any]) -> str:
   for name, (err, largest) in res['parabola'].items():
     lines.append(f'| {name} | {err:.3g} | {largest:.3g} | '
                  f'{"yes" if err < 3e-2 else "no"} |')
+  up = res['update']
+  base = up['rows']['alada (paper)']['median_s']
+  lines += ['', f'## The update alone: {up["model"]} params, median of '
+            f'{up["rounds"]} interleaved rounds (quartiles)', '',
+            '| optimizer | ms | / paper | bytes accessed / param |',
+            '|---|---:|---:|---:|']
+  for name, r in up['rows'].items():
+    lines.append(f'| {name} | {r["median_s"] * 1e3:,.1f} ({r["low_s"] * 1e3:,.1f}'
+                 f'-{r["high_s"] * 1e3:,.1f}) | {r["median_s"] / base:.3f} | '
+                 f'{r["bytes_per_param"]:.1f} |')
   lm = res['lm']
   lines += ['', f'## Learning-rate sensitivity: {lm["lm_name"]}, {lm["steps"]} '
             f'steps, held-out nats/byte (mean of seeds {lm["seeds"]}; unigram '
@@ -240,6 +279,7 @@ def main(argv=None) -> int:
   res['parabola'] = {n: matrix_parabola(m, steps=3000 if args.quick else 30_000)
                      for n, m in OPTIMIZERS.items()}
   print('matrix_parabola:', res['parabola'], flush=True)
+  res['update'] = update_cost(args.quick, 3 if args.quick else 15)
   with methods_lib.single_threaded_lapack():
     res['lm'] = lr_sensitivity(args.quick)
   res['wall_s'] = time.perf_counter() - start
