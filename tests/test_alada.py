@@ -307,7 +307,7 @@ def test_no_recompilation_on_second_step():
 def test_schedule_and_float_same_trajectory():
   chex.assert_trees_all_close(
       transform_checks.trajectory(alada(optax.constant_schedule(0.05))),
-      transform_checks.trajectory(alada(0.05)), rtol=1e-6)
+      transform_checks.trajectory(alada(0.05)), rtol=1e-5)
 
 
 def test_multisteps_matches_plain_on_averaged_grads():
@@ -316,7 +316,7 @@ def test_multisteps_matches_plain_on_averaged_grads():
   plain = transform_checks.trajectory(alada(0.05), steps=4)
   multi = transform_checks.trajectory(
       optax.MultiSteps(alada(0.05), every_k_schedule=k), steps=4 * k)
-  chex.assert_trees_all_close(multi[k - 1::k], plain, rtol=1e-6)
+  chex.assert_trees_all_close(multi[k - 1::k], plain, rtol=1e-5)
 
 
 @pytest.mark.parametrize('setup', ['quadratic', 'rosenbrock'])
