@@ -427,6 +427,13 @@ def adapprox(
   * **Randomness.** A PRNG key (raw key data) lives in the state, seeded by
     ``seed``; each step splits it and draws all the leaves' sketches at
     once (:func:`draw_sketches`). Runs are deterministic given ``seed``.
+  * **Autodiff.** ``jax.grad`` through ``update`` (e.g. through unrolled
+    steps) treats the factorisation as a constant: ``Q``, ``U`` and ``k``
+    are computed from ``stop_gradient(V)``. QR and eigh derivatives divide
+    by gaps between singular values, which are 0 at the rank-deficient
+    ``V`` that small or structured gradients give; the step itself,
+    :math:`G / (\sqrt{V} + \varepsilon)`, stays differentiable in
+    :math:`G`.
   * **Precision.** Matrix products run in full float32 precision
     (``Precision.HIGHEST``): with TF32 on GPUs the fit's energies carry
     ~1e-3 relative errors, coarser than the rank rule resolves.
