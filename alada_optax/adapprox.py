@@ -441,7 +441,12 @@ def adapprox(
     with ``k_max < min(m, n)`` and ``min(m, n) >= min_dim_size_to_factor``;
     vectors, scalars and small matrices keep a dense, exact second moment.
     Factoring saves memory when ``k_max < m n / (m + n)``.
-  * **Weight decay** is decoupled, :math:`-\eta_t \lambda X_t`.
+  * **Weight decay** is decoupled, :math:`-\eta_t \lambda X_t`; ``update``
+    needs ``params`` only for it (not with the default ``weight_decay=0``).
+  * **Inputs.** ``b1`` and ``b2`` must be in ``[0, 1)``, ``eps`` and
+    ``rank_tolerance`` ``>= 0``, ``clip_threshold > 0`` (checked when
+    concrete); updates have the gradients' dtype promoted with the params'
+    (as in :func:`optax.adam`).
 
   Args:
     learning_rate: A global scaling factor, fixed or a schedule.

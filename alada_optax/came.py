@@ -287,7 +287,12 @@ def came(
   * **dtypes.** Arithmetic, the factors and the unfactored ``v`` are float32
     (or wider if the params are); ``mu_dtype`` sets the first moment's
     storage (the params' dtype by default, as in optax; the official code
-    keeps float32); updates have the params' dtype.
+    keeps float32); updates have the gradients' dtype promoted with the
+    params' (as in :func:`optax.adam`; the gradients' without params).
+  * ``update`` needs ``params`` only for weight decay (not with the default
+    ``weight_decay=0``). ``b1``, ``b2``, ``b3`` must be in ``[0, 1)``,
+    ``eps1``, ``eps2`` ``>= 0`` and ``clipping_threshold`` ``> 0``, checked
+    when concrete.
   * **Weight decay** is decoupled, :math:`-\eta_t \lambda X_{t-1}`, as in the
     official code, through :func:`optax.add_decayed_weights`.
 

@@ -285,7 +285,12 @@ def smmf(
     code counts per parameter from its first gradient, the same thing when
     every leaf gets a gradient every step).
   * **dtypes.** Factors and arithmetic are float32 (or wider if the params
-    are); updates have the params' dtype.
+    are); updates have the gradients' dtype promoted with the params' (as in
+    :func:`optax.adam`; the gradients' without params).
+  * ``update`` needs ``params`` only for weight decay (not with the default
+    ``weight_decay=0``). ``beta`` must be in ``[0, 1)``, ``eps >= 0``,
+    ``decay_rate`` in ``[-1, 0]`` and ``growth_rate`` in ``[0, 1]``,
+    checked when concrete.
   * **Weight decay** is decoupled, :math:`-\eta_t w X_{t-1}` with :math:`w`
     the argument ``weight_decay``, the
     official default (``weight_decay_mode='adamw'``), through

@@ -704,6 +704,10 @@ def adamw_snsm(
     debiased accumulator (the code adds ``eps`` before debiasing).
   * **AdaGrad.** ``b2 = 1`` accumulates sums without bias correction (the
     code's AdaGrad-SN(SM)).
+  * **Inputs.** ``b1`` must be in ``[0, 1)``, ``b2`` in ``[0, 1]``, ``eps >=
+    0`` (checked when concrete); updates have the gradients' dtype promoted
+    with the params' (as in :func:`optax.adam`); ``update`` needs ``params``
+    only for weight decay (not with the default ``weight_decay=0``).
   * **Weight decay** is optax's decoupled ``-lr * wd * X_t`` on the params
     before the step (the code decays the params after the step, a second
     order difference).

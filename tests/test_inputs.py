@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import inspect
+
 import chex
 import jax
 import jax.numpy as jnp
@@ -9,7 +11,7 @@ import numpy as np
 import optax
 import pytest
 
-from alada_optax import adamw_snsm, adapprox, alada, came, smmf
+from alada_optax import adamw_sn, adamw_snsm, adapprox, alada, came, smmf
 
 # Small static settings, so that (4, 6) leaves are factored where they can be.
 ALIASES = {
@@ -160,3 +162,11 @@ def test_smmf_names_a_gradient_of_another_shape(shape):
   with pytest.raises(ValueError,
                      match=rf"\['layer'\] has shape \({shape[0]},"):
     opt.update({'layer': jnp.zeros(shape)}, state)
+
+
+@pytest.mark.parametrize('alias', [alada, smmf, came, adamw_snsm, adamw_sn,
+                                   adapprox])
+def test_learning_rate_annotation_is_optax_object(alias):
+  """optax's battery checks the object; a postponed string escapes it."""
+  annotation = inspect.signature(alias).parameters['learning_rate'].annotation
+  assert annotation is optax.ScalarOrSchedule
