@@ -158,8 +158,11 @@ def _adapprox_leaf(g, mu, q, u, rank, nu, sketch, b1, b2, eps, clip_threshold,
     # entries: clamp it at 0 where it is read, so V >= (1 - b2) G^2.
     v_prev = jnp.maximum(matmul(q, jnp.swapaxes(u, -1, -2)), 0)
     v = b2 * v_prev + (1 - b2) * grad * grad
+    # The factorisation is a constant to autodiff: QR and eigh have no
+    # useful derivatives at the rank-deficient matrices V often is (their
+    # derivatives divide by gaps between equal singular values).
     q, u, rank = as_rsi(
-        v, sketch.astype(dtype), max_rank=fp.max_rank,
+        jax.lax.stop_gradient(v), sketch.astype(dtype), max_rank=fp.max_rank,
         power_iterations=power_iterations, rank_tolerance=rank_tolerance,
         min_rank=min_rank)
     step = grad / (jnp.sqrt(v) + eps)
