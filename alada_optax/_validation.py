@@ -3,11 +3,13 @@ the offending leaf, never a silent wrong answer."""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
-from typing import Any, Optional
+from typing import Any, NamedTuple, Optional
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 
 
@@ -19,6 +21,113 @@ def leaf_name(path) -> str:
 def factor_dtype(dtype) -> jnp.dtype:
   """Factors, small state and arithmetic: float32, or wider if the params are."""
   return jnp.promote_types(dtype, jnp.float32)
+
+
+class Range(NamedTuple):
+  """An interval of allowed hyperparameter values, for :func:`check_hyperparams`."""
+
+  low: float = -math.inf
+  high: float = math.inf
+  low_closed: bool = True
+  high_closed: bool = True
+
+  def contains(self, x: np.ndarray) -> bool:
+    above = x >= self.low if self.low_closed else x > self.low
+    below = x <= self.high if self.high_closed else x < self.high
+    return bool(np.all(above & below))  # NaN is in no range
+
+  def __str__(self) -> str:
+    if self.high == math.inf:
+      return ('>= ' if self.low_closed else '> ') + f'{self.low:g}'
+    return ('[' if self.low_closed else '(') + f'{self.low:g}, {self.high:g}' + (
+        ']' if self.high_closed else ')')
+
+
+DECAY = Range(0., 1., high_closed=False)  # an EMA rate: 1 freezes the EMA
+UNIT = Range(0., 1.)
+NON_NEGATIVE = Range(0.)
+POSITIVE = Range(0., low_closed=False)
+
+
+def concrete_value(x: Any) -> Optional[np.ndarray]:
+  """``x`` as a float NumPy array if it is a concrete number, else None.
+
+  None, schedules (callables) and tracers (hyperparameters traced under
+  :func:`optax.inject_hyperparams` or ``jax.jit``) give None: they cannot be
+  checked when the transformation is built.
+  """
+  if x is None or callable(x) or isinstance(x, jax.core.Tracer):
+    return None
+  try:
+    return np.asarray(x, dtype=np.float64)
+  except (TypeError, ValueError, jax.errors.JAXTypeError):
+    return None
+
+
+def check_hyperparams(transform: str, **checks: tuple[Any, Range]) -> None:
+  """Raises a ValueError naming the first hyperparameter outside its range.
+
+  Args:
+    transform: the transformation's name, for the message.
+    **checks: ``name=(value, range)``. Only concrete values are checked (see
+      :func:`concrete_value`): traced values and schedules pass, so that
+      :func:`optax.inject_hyperparams` keeps working.
+  """
+  for name, (value, allowed) in checks.items():
+    x = concrete_value(value)
+    if x is not None and not allowed.contains(x):
+      raise ValueError(
+          f'{transform}: {name} must be {"in " if "," in str(allowed) else ""}'
+          f'{allowed}, got {value!r}.')
+
+
+def check_mu_dtype(transform: str, mu_dtype: Any) -> Optional[jnp.dtype]:
+  """``mu_dtype`` as a dtype (None stays None); a TypeError unless floating."""
+  if mu_dtype is None:
+    return None
+  dtype = jnp.dtype(mu_dtype)
+  if not jnp.issubdtype(dtype, jnp.floating):
+    raise TypeError(
+        f'{transform}: mu_dtype must be a floating-point dtype, got {dtype}'
+        ' (the first moment would round to 0).')
+  return dtype
+
+
+def static_int(transform: str, name: str, value: Any, default: int,
+               low: int) -> int:
+  """A shape-setting integer hyperparameter: ``default`` for None, else an int.
+
+  Such arguments cannot be traced: under :func:`optax.inject_hyperparams` they
+  must be listed in ``static_args`` when given (their default, None, is static
+  already).
+  """
+  if value is None:
+    return default
+  if isinstance(value, (int, np.integer)) and not isinstance(value, bool):
+    if value < low:
+      raise ValueError(f'{transform}: {name} must be >= {low}, got {value}.')
+    return int(value)
+  raise ValueError(
+      f'{transform}: {name} must be a Python integer >= {low} or None (it is'
+      f' static: it sets shapes or loop counts), got {value!r}. Under'
+      f' optax.inject_hyperparams, pass static_args=({name!r}, ...).')
+
+
+def cast_updates(direction: Any, updates: Any, params: Any = None) -> Any:
+  """The updates' dtypes, as optax's: the gradients' promoted with the params'.
+
+  ``direction`` (computed in :func:`factor_dtype`) is cast to
+  ``promote_types(gradient, param)`` leaf by leaf, as :func:`optax.adam` with
+  its default ``mu_dtype`` returns (float32 updates for float32 params and
+  bfloat16 gradients); without params (or with params of another tree
+  structure), to the gradients' dtype.
+  """
+  if params is None or (jax.tree.structure(params)
+                        != jax.tree.structure(updates)):
+    return jax.tree.map(lambda d, g: d.astype(g.dtype), direction, updates)
+  return jax.tree.map(
+      lambda d, g, p: d.astype(jnp.promote_types(g.dtype, jnp.result_type(p))),
+      direction, updates, params)
 
 
 def check_float_leaves(tree: Any, what: str, transform: str) -> None:

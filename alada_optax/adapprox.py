@@ -13,8 +13,6 @@ refits ``Q U^T`` to ``V`` by a streamlined randomized subspace iteration whose
 rank ``k`` is chosen each step from the approximation error.
 """
 
-from __future__ import annotations
-
 import dataclasses
 import functools
 import math
@@ -26,6 +24,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from alada_optax import _alias
 from alada_optax import _validation
 from alada_optax import matricize
 from alada_optax.subset_norm import _EMPTY
@@ -159,8 +158,11 @@ def _adapprox_leaf(g, mu, q, u, rank, nu, sketch, b1, b2, eps, clip_threshold,
     # entries: clamp it at 0 where it is read, so V >= (1 - b2) G^2.
     v_prev = jnp.maximum(matmul(q, jnp.swapaxes(u, -1, -2)), 0)
     v = b2 * v_prev + (1 - b2) * grad * grad
+    # The factorisation is a constant to autodiff: QR and eigh have no
+    # useful derivatives at the rank-deficient matrices V often is (their
+    # derivatives divide by gaps between equal singular values).
     q, u, rank = as_rsi(
-        v, sketch.astype(dtype), max_rank=fp.max_rank,
+        jax.lax.stop_gradient(v), sketch.astype(dtype), max_rank=fp.max_rank,
         power_iterations=power_iterations, rank_tolerance=rank_tolerance,
         min_rank=min_rank)
     step = grad / (jnp.sqrt(v) + eps)
@@ -235,10 +237,10 @@ def scale_by_adapprox(
     min_rank: jax.typing.ArrayLike = 1,
     seed: jax.typing.ArrayLike = 0,
     *,
-    max_rank: int = 32,
-    oversample: int = 5,
-    power_iterations: int = 2,
-    min_dim_size_to_factor: int = 128,
+    max_rank: Optional[int] = None,
+    oversample: Optional[int] = None,
+    power_iterations: Optional[int] = None,
+    min_dim_size_to_factor: Optional[int] = None,
     mu_dtype: Optional[jax.typing.DTypeLike] = None,
     dimension_numbers: matricize.DimensionNumbersOrFn = None,
 ) -> optax.GradientTransformation:
@@ -254,11 +256,15 @@ def scale_by_adapprox(
       error on ``V`` is ``<= xi``.
     min_rank: The smallest rank the rule may pick.
     seed: Seed of the random sketches (the state carries the key).
-    max_rank: ``k_max``, the columns of ``Q`` and ``U`` (static).
-    oversample: Extra sketch columns ``p`` (static).
-    power_iterations: Subspace iterations ``l`` (static).
+    max_rank: ``k_max``, the columns of ``Q`` and ``U`` (static; None for
+      32).
+    oversample: Extra sketch columns ``p`` (static; None for 5).
+    power_iterations: Subspace iterations ``l`` (static; None for 2).
     min_dim_size_to_factor: Matrices whose shorter side is below this keep a
-      dense second moment (static), as in :func:`optax.adafactor`.
+      dense second moment (static; None for 128), as in
+      :func:`optax.adafactor`. The four static arguments cannot be traced:
+      with :func:`optax.inject_hyperparams`, list the ones you set in
+      ``static_args``.
     mu_dtype: Storage dtype of the first moment; if ``None``, the params'.
     dimension_numbers: The matrix view of leaves of order >= 2.
 
@@ -266,18 +272,21 @@ def scale_by_adapprox(
     A :class:`optax.GradientTransformation`.
   """
   name = 'scale_by_adapprox'
-  for arg, value, low in [
-      ('max_rank', max_rank, 1), ('oversample', oversample, 0),
-      ('power_iterations', power_iterations, 0),
-      ('min_dim_size_to_factor', min_dim_size_to_factor, 0)]:
-    if not isinstance(value, (int, np.integer)) or value < low:
-      raise ValueError(
-          f'{arg} must be a Python integer >= {low} (it is static: it sets'
-          f' shapes or loop counts), got {value!r}.')
+  max_rank, oversample, power_iterations, min_dim_size_to_factor = (
+      _validation.static_int(name, arg, value, default, low)
+      for arg, value, default, low in [
+          ('max_rank', max_rank, 32, 1), ('oversample', oversample, 5, 0),
+          ('power_iterations', power_iterations, 2, 0),
+          ('min_dim_size_to_factor', min_dim_size_to_factor, 128, 0)])
   if isinstance(min_rank, (int, np.integer)) and not 1 <= min_rank <= max_rank:
     raise ValueError(f'min_rank must be in [1, max_rank], got {min_rank}.')
+  _validation.check_hyperparams(
+      name, b1=(b1, _validation.DECAY), b2=(b2, _validation.DECAY),
+      eps=(eps, _validation.NON_NEGATIVE),
+      clip_threshold=(clip_threshold, _validation.POSITIVE),
+      rank_tolerance=(rank_tolerance, _validation.NON_NEGATIVE))
   use_mu = b1 is not None
-  mu_dtype = None if mu_dtype is None else jnp.dtype(mu_dtype)
+  mu_dtype = _validation.check_mu_dtype(name, mu_dtype)
 
   def plans_for(tree):
     return _map_with_specs(
@@ -306,7 +315,6 @@ def scale_by_adapprox(
     )
 
   def update_fn(updates, state, params=None):
-    del params
     _validation.check_state_type(state, ScaleByAdapproxState, name)
     _validation.check_matches_state(
         updates, state.nu, name, _validation.no_shape_check)
@@ -337,8 +345,7 @@ def scale_by_adapprox(
     direction, mu, q, u, rank, nu = _per_leaf(
         leaf, treedef, 6, updates, state.mu, state.q, state.u, state.rank,
         state.nu, sketches, plans)
-    direction = jax.tree.map(lambda d, g: d.astype(g.dtype), direction,
-                             updates)
+    direction = _validation.cast_updates(direction, updates, params)
     return direction, ScaleByAdapproxState(
         count=optax.safe_increment(state.count), key=next_key,
         mu=optax.tree.cast_like(mu, state.mu), q=q, u=u, rank=rank, nu=nu)
@@ -358,10 +365,10 @@ def adapprox(
     min_rank: jax.typing.ArrayLike = 1,
     seed: jax.typing.ArrayLike = 0,
     *,
-    max_rank: int = 32,
-    oversample: int = 5,
-    power_iterations: int = 2,
-    min_dim_size_to_factor: int = 128,
+    max_rank: Optional[int] = None,
+    oversample: Optional[int] = None,
+    power_iterations: Optional[int] = None,
+    min_dim_size_to_factor: Optional[int] = None,
     mu_dtype: Optional[jax.typing.DTypeLike] = None,
     dimension_numbers: matricize.DimensionNumbersOrFn = None,
 ) -> optax.GradientTransformationExtraArgs:
@@ -423,6 +430,13 @@ def adapprox(
   * **Randomness.** A PRNG key (raw key data) lives in the state, seeded by
     ``seed``; each step splits it and draws all the leaves' sketches at
     once (:func:`draw_sketches`). Runs are deterministic given ``seed``.
+  * **Autodiff.** ``jax.grad`` through ``update`` (e.g. through unrolled
+    steps) treats the factorisation as a constant: ``Q``, ``U`` and ``k``
+    are computed from ``stop_gradient(V)``. QR and eigh derivatives divide
+    by gaps between singular values, which are 0 at the rank-deficient
+    ``V`` that small or structured gradients give; the step itself,
+    :math:`G / (\sqrt{V} + \varepsilon)`, stays differentiable in
+    :math:`G`.
   * **Precision.** Matrix products run in full float32 precision
     (``Precision.HIGHEST``): with TF32 on GPUs the fit's energies carry
     ~1e-3 relative errors, coarser than the rank rule resolves.
@@ -430,7 +444,12 @@ def adapprox(
     with ``k_max < min(m, n)`` and ``min(m, n) >= min_dim_size_to_factor``;
     vectors, scalars and small matrices keep a dense, exact second moment.
     Factoring saves memory when ``k_max < m n / (m + n)``.
-  * **Weight decay** is decoupled, :math:`-\eta_t \lambda X_t`.
+  * **Weight decay** is decoupled, :math:`-\eta_t \lambda X_t`; ``update``
+    needs ``params`` only for it (not with the default ``weight_decay=0``).
+  * **Inputs.** ``b1`` and ``b2`` must be in ``[0, 1)``, ``eps`` and
+    ``rank_tolerance`` ``>= 0``, ``clip_threshold > 0`` (checked when
+    concrete); updates have the gradients' dtype promoted with the params'
+    (as in :func:`optax.adam`).
 
   Args:
     learning_rate: A global scaling factor, fixed or a schedule.
@@ -443,10 +462,13 @@ def adapprox(
     rank_tolerance: ``xi`` of the rank rule.
     min_rank: The smallest rank the rule picks.
     seed: Seed of the sketches.
-    max_rank: ``k_max`` (static).
-    oversample: ``p`` (static).
-    power_iterations: ``l`` (static).
-    min_dim_size_to_factor: Smaller matrices stay dense (static).
+    max_rank: ``k_max`` (static; None for 32).
+    oversample: ``p`` (static; None for 5).
+    power_iterations: ``l`` (static; None for 2).
+    min_dim_size_to_factor: Smaller matrices stay dense (static; None for
+      128). The four static arguments cannot be traced: with
+      :func:`optax.inject_hyperparams`, list the ones you set in
+      ``static_args`` (their defaults, None, are static already).
     mu_dtype: Storage dtype of the first moment; if ``None``, the params'.
     dimension_numbers: The matrix view of leaves of order >= 2.
 
@@ -480,6 +502,6 @@ def adapprox(
           power_iterations=power_iterations,
           min_dim_size_to_factor=min_dim_size_to_factor, mu_dtype=mu_dtype,
           dimension_numbers=dimension_numbers),
-      optax.add_decayed_weights(weight_decay, mask),
+      _alias.add_decayed_weights(weight_decay, mask),
       optax.scale_by_learning_rate(learning_rate),
   )

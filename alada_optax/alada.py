@@ -4,8 +4,6 @@ Reference: Algorithm 2 and Section IV of "Alada: Alternating Adaptation of
 Momentum Method for Memory-Efficient Matrix Optimization".
 """
 
-from __future__ import annotations
-
 import functools
 from typing import Any, NamedTuple, Optional, Union
 from collections.abc import Callable
@@ -14,6 +12,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from alada_optax import _alias
 from alada_optax import _validation
 from alada_optax import matricize
 
@@ -79,6 +78,10 @@ def _alada_leaf(
   """
   dtype = _validation.factor_dtype(g.dtype)
   b1, b2, eps = (jnp.asarray(x, dtype) for x in (b1, b2, eps))
+  # Where the factors and v0 saturate: 2^126 in float32, whose reciprocal is
+  # still a normal number (XLA divides by multiplying by the reciprocal, and
+  # flushes subnormals to 0).
+  big = 1 / jnp.finfo(dtype).smallest_normal
 
   # The leaf's own clock. A leaf that has only seen zero gradients (v0 == 0)
   # has not started: its Algorithm 2 starts at its first non-zero gradient.
@@ -129,6 +132,7 @@ def _alada_leaf(
         mm = m()
         v0 = jnp.where(started, v0, like(plan.sum_per_matrix(mm * mm), v0)
                        / (jnp.square(1 - b1) * (plan.m * plan.n)))
+        v0 = jnp.minimum(v0, big)  # saturates, as the factors do below
         root, nonzero = jnp.sqrt(v0), v0 > 0
         p = jnp.where(started[..., None], p, like(root[..., None], p))
         q = jnp.where(started[..., None], q, like(root[..., None], q))
@@ -145,24 +149,37 @@ def _alada_leaf(
 
       def least_squares(weighted_sum, scale, norm2, factor):
         # V f / (||f||^2 + eps) with V = (M / bc1)^2, f = scale * unit, laid
-        # out like the factor it updates.
+        # out like the factor it updates, from weighted_sum = M^2 (unit /
+        # scale), the reduction below: dividing the weights by the scale
+        # inside the reduction keeps M^2 f / ||f||^2, which has the factors'
+        # own magnitude, representable where M^2 is not (|M| > 1.8e19 in
+        # float32) or underflows.
         v_f = weighted_sum / jnp.square(bc1)[..., None]
         return matricize.match_sharding(
-            v_f / (scale * norm2 + eps / scale)[..., None], factor)
+            v_f / (norm2 + eps / scale / scale)[..., None], factor)
+
+      def weights(unit, scale):  # unit / scale, capped: never inf * 0
+        return jnp.minimum(unit / scale[..., None], big)
 
       p_new, q_new = p, q
       if rows:  # Lines 13-15: p <- b2 p + (1 - b2) V q / (||q||^2 + eps).
         mm = m()
-        vq = plan.sum_over_cols(mm * plan.expand_cols(u_q) * mm)
+        vq = plan.sum_over_cols(
+            mm * plan.expand_cols(weights(u_q, scale_q)) * mm)
         p_new = b2 * p + (1 - b2) * least_squares(vq, scale_q, norm2_q, p)
         if cols:
           p_new = jnp.where(even[..., None], p_new, p)
       if cols:  # Lines 16-18: q <- b2 q + (1 - b2) V^T p / (||p||^2 + eps).
         mm = m()
-        vp = plan.sum_over_rows(mm * plan.expand_rows(u_p) * mm)
+        vp = plan.sum_over_rows(
+            mm * plan.expand_rows(weights(u_p, scale_p)) * mm)
         q_new = b2 * q + (1 - b2) * least_squares(vp, scale_p, norm2_p, q)
         if rows:
           q_new = jnp.where(even[..., None], q, q_new)
+      # Factors past the float range saturate near its end: U~ stays a
+      # number (inf - inf would be NaN) and the step goes to 0 where p q^T
+      # overflows, as Adam's does where its second moment overflows.
+      p_new, q_new = jnp.minimum(p_new, big), jnp.minimum(q_new, big)
       return p_new, q_new, v0, b2_pow * v0
 
     return branch
@@ -232,7 +249,13 @@ def scale_by_alada(
   Returns:
     A :class:`optax.GradientTransformation`.
   """
-  mu_dtype = None if mu_dtype is None else jnp.dtype(mu_dtype)
+  _validation.check_hyperparams(
+      _NAME, b1=(b1, _validation.DECAY), b2=(b2, _validation.DECAY),
+      eps=(eps, _validation.NON_NEGATIVE))
+  if step_bound is not None:
+    _validation.check_hyperparams(
+        _NAME, step_bound=(step_bound, _validation.POSITIVE))
+  mu_dtype = _validation.check_mu_dtype(_NAME, mu_dtype)
 
   def init_fn(params):
     _validation.check_float_leaves(params, 'parameter', _NAME)
@@ -265,13 +288,14 @@ def scale_by_alada(
     )
 
   def update_fn(updates, state, params=None):
-    del params
     _validation.check_state_type(state, ScaleByAladaState, _NAME)
     _validation.check_matches_state(updates, state.mu, _NAME)
     _validation.check_float_leaves(updates, 'update', _NAME)
     plans = matricize.tree_plans(updates, dimension_numbers)
 
     def leaf(g, mu, p, q, v0, t0, plan):
+      if not jnp.size(g):  # nothing to fit: a zero-size update
+        return jnp.zeros(jnp.shape(g), jnp.result_type(g)), mu, p, q, v0, t0
       return _alada_leaf(g, mu, p, q, v0, t0, state.count, plan, b1, b2, eps,
                          step_bound)
 
@@ -283,7 +307,7 @@ def scale_by_alada(
         jax.tree.unflatten(treedef, [o[i] for o in treedef.flatten_up_to(out)])
         for i in range(6)
     )
-    direction = jax.tree.map(lambda d, g: d.astype(g.dtype), direction, updates)
+    direction = _validation.cast_updates(direction, updates, params)
     mu = optax.tree.cast_like(mu, state.mu)
     return direction, ScaleByAladaState(
         count=optax.safe_increment(state.count), mu=mu, p=p, q=q, v0=v0, t0=t0
@@ -390,8 +414,20 @@ def alada(
     :math:`\beta_2^{t+1} v_0` by); it is clamped at 0 so that rounding cannot
     produce a NaN.
   * Arithmetic, ``p``, ``q`` and ``v0`` are float32 (or wider if the params
-    are); updates have the params' dtype; ``mu_dtype`` sets ``M``'s storage,
-    and the refit and the step read :math:`M_{t+1}` as stored.
+    are); updates have the gradients' dtype promoted with the params' (as in
+    :func:`optax.adam`; the gradients' alone when ``update`` gets no params);
+    ``mu_dtype`` sets ``M``'s storage, and the refit and the step read
+    :math:`M_{t+1}` as stored.
+  * **Range.** The refits divide the weights by the factor's scale inside
+    their reductions, so that :math:`M^2` is never formed on its own: the
+    state stays finite for gradients up to about ``1e19`` in float32 (where
+    :math:`G^2` is still a float32, as for :func:`optax.adam`'s state).
+    Beyond, ``p``, ``q`` and ``v0`` saturate at ``2^126`` and the update is
+    finite (0 where :math:`p q^\top` overflows, as Adam's is 0 where its
+    second moment overflows).
+  * ``update`` needs ``params`` only for weight decay: with ``weight_decay``
+    0 (the default) it may be called without them. Zero-size leaves get
+    zero-size updates.
 
   Beyond the paper: Algorithm 2 taken literally breaks when a leaf's first
   gradient is exactly zero (LoRA's ``A`` while ``B = 0``, a zero-initialised
@@ -402,26 +438,33 @@ def alada(
   its update is 0 and its state stays at 0, and from then on it runs
   Algorithm 2 with its own step count :math:`t` (``count - t0`` in the state),
   bias corrections included. When the first gradient is non-zero this is
-  Algorithm 2 exactly. (A gradient whose mean square underflows to 0 counts
-  as zero.) With batch axes each matrix of the batch has its own start.
+  Algorithm 2 exactly. With batch axes each matrix of the batch has its own
+  start. A gradient whose squares underflow (in float32, entries below about
+  ``1e-18``: their squares are below the smallest normal float) cannot start
+  the leaf either: its factors stay 0, but ``M`` accumulates it and the
+  update is :math:`M / ((1 - \beta_1) \sqrt{\varepsilon})`, at most ten
+  times the gradient's size times ``1e8`` (``1e-9`` for entries of
+  ``1e-18``; Adam's second moment underflows there too, and its update is
+  :math:`\hat m / \varepsilon`). The first gradient large enough starts
+  the leaf.
 
   Args:
     learning_rate: A global scaling factor, either fixed or a schedule, see
       :func:`optax.scale_by_learning_rate`.
-    b1: Decay rate of the first moment.
-    b2: Decay rate of the second moment factors. The paper recommends
-      ``b1 = b2 = 0.9``.
-    eps: Regulariser of the refits and of the preconditioner (the paper's
-      :math:`\epsilon = 10^{-16}`).
+    b1: Decay rate of the first moment, in ``[0, 1)``.
+    b2: Decay rate of the second moment factors, in ``[0, 1)`` (1 would
+      divide ``U~`` by 0). The paper recommends ``b1 = b2 = 0.9``.
+    eps: Regulariser of the refits and of the preconditioner, ``>= 0`` (the
+      paper's :math:`\epsilon = 10^{-16}`).
     weight_decay: Strength of the decoupled weight decay :math:`\lambda`
       (multiplied by the learning rate, as in :func:`optax.adamw`).
     mask: A tree with the structure of (or a prefix of) the params, or a
       callable returning one, with ``True`` for the leaves weight decay
       applies to.
-    mu_dtype: Optional storage dtype of the first moment (e.g.
-      ``jnp.bfloat16``); if ``None``, the params' dtype.
-    step_bound: The largest per-entry step before the learning rate (1 by
-      default); ``None`` gives the paper's Algorithm 2 exactly.
+    mu_dtype: Optional storage dtype of the first moment, a floating-point
+      dtype (e.g. ``jnp.bfloat16``); if ``None``, the params' dtype.
+    step_bound: The largest per-entry step before the learning rate, ``> 0``
+      (1 by default); ``None`` gives the paper's Algorithm 2 exactly.
     dimension_numbers: How leaves are viewed as matrices; see
       :func:`scale_by_alada`.
 
@@ -456,6 +499,6 @@ def alada(
           step_bound=step_bound,
           dimension_numbers=dimension_numbers,
       ),
-      optax.add_decayed_weights(weight_decay, mask),
+      _alias.add_decayed_weights(weight_decay, mask),
       optax.scale_by_learning_rate(learning_rate),
   )

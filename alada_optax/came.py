@@ -6,8 +6,6 @@ Optimization" (ACL 2023, Algorithm 1), and its official PyTorch code
 see :func:`came` for the readings made.
 """
 
-from __future__ import annotations
-
 import functools
 from typing import Any, NamedTuple, Optional, Union
 from collections.abc import Callable
@@ -16,6 +14,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from alada_optax import _alias
 from alada_optax import _validation
 from alada_optax import matricize
 
@@ -162,7 +161,12 @@ def scale_by_came(
   Returns:
     A :class:`optax.GradientTransformation`.
   """
-  mu_dtype = None if mu_dtype is None else jnp.dtype(mu_dtype)
+  _validation.check_hyperparams(
+      'scale_by_came', b1=(b1, _validation.DECAY), b2=(b2, _validation.DECAY),
+      b3=(b3, _validation.DECAY), eps1=(eps1, _validation.NON_NEGATIVE),
+      eps2=(eps2, _validation.NON_NEGATIVE),
+      clipping_threshold=(clipping_threshold, _validation.POSITIVE))
+  mu_dtype = _validation.check_mu_dtype('scale_by_came', mu_dtype)
   clip = clipping_threshold is not None
 
   def init_fn(params):
@@ -194,7 +198,6 @@ def scale_by_came(
     )
 
   def update_fn(updates, state, params=None):
-    del params
     _validation.check_state_type(state, ScaleByCAMEState, 'scale_by_came')
     _validation.check_matches_state(updates, state.mu, 'scale_by_came')
     _validation.check_float_leaves(updates, 'update', 'scale_by_came')
@@ -212,7 +215,7 @@ def scale_by_came(
         jax.tree.unflatten(treedef, [o[i] for o in treedef.flatten_up_to(out)])
         for i in range(7)
     )
-    direction = jax.tree.map(lambda d, g: d.astype(g.dtype), direction, updates)
+    direction = _validation.cast_updates(direction, updates, params)
     mu = optax.tree.cast_like(mu, state.mu)
     return direction, ScaleByCAMEState(
         count=optax.safe_increment(state.count), mu=mu, v_row=v_row,
@@ -284,7 +287,12 @@ def came(
   * **dtypes.** Arithmetic, the factors and the unfactored ``v`` are float32
     (or wider if the params are); ``mu_dtype`` sets the first moment's
     storage (the params' dtype by default, as in optax; the official code
-    keeps float32); updates have the params' dtype.
+    keeps float32); updates have the gradients' dtype promoted with the
+    params' (as in :func:`optax.adam`; the gradients' without params).
+  * ``update`` needs ``params`` only for weight decay (not with the default
+    ``weight_decay=0``). ``b1``, ``b2``, ``b3`` must be in ``[0, 1)``,
+    ``eps1``, ``eps2`` ``>= 0`` and ``clipping_threshold`` ``> 0``, checked
+    when concrete.
   * **Weight decay** is decoupled, :math:`-\eta_t \lambda X_{t-1}`, as in the
     official code, through :func:`optax.add_decayed_weights`.
 
@@ -334,6 +342,6 @@ def came(
           clipping_threshold=clipping_threshold,
           mu_dtype=mu_dtype,
       ),
-      optax.add_decayed_weights(weight_decay, mask),
+      _alias.add_decayed_weights(weight_decay, mask),
       optax.scale_by_learning_rate(learning_rate),
   )

@@ -6,8 +6,6 @@ PyTorch code (eai-lab/SMMF, ``SMMF/SMMF.py``), whose update this module
 follows; see :func:`smmf` for the readings made where the two are silent.
 """
 
-from __future__ import annotations
-
 import functools
 import math
 from typing import Any, NamedTuple, Optional, Union
@@ -17,6 +15,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from alada_optax import _alias
 from alada_optax import _validation
 from alada_optax.matricize import square_shape
 
@@ -37,6 +36,9 @@ class ScaleBySMMFState(NamedTuple):
       uint8, shape ``(ceil(N / 8),)``, row-major over the ``rows x cols`` view.
     v_row: row sums of ``V``, shape ``(rows,)``.
     v_col: column sums of ``V`` divided by their total, shape ``(cols,)``.
+    shape: a zero-size uint8 array of shape ``leaf.shape + (0,)``: it records
+      the leaf's shape (the factors only fix its size) at no cost, so that
+      ``update`` names a gradient of another shape.
 
   The factors are float32, or wider if the params are.
   """
@@ -47,6 +49,7 @@ class ScaleBySMMFState(NamedTuple):
   m_sign: optax.Updates
   v_row: optax.Updates
   v_col: optax.Updates
+  shape: optax.Updates
 
 
 def _matrix_shape(shape, vector_reshape: bool) -> tuple[int, int]:
@@ -154,6 +157,11 @@ def scale_by_smmf(
   Returns:
     A :class:`optax.GradientTransformation`.
   """
+  _validation.check_hyperparams(
+      'scale_by_smmf', beta=(beta, _validation.DECAY),
+      eps=(eps, _validation.NON_NEGATIVE),
+      decay_rate=(decay_rate, _validation.Range(-1., 0.)),
+      growth_rate=(growth_rate, _validation.UNIT))
 
   def init_fn(params):
     _validation.check_float_leaves(params, 'parameter', 'scale_by_smmf')
@@ -173,21 +181,17 @@ def scale_by_smmf(
         m_sign=jax.tree.map(sign, params),
         v_row=jax.tree.map(lambda x: factor(x, 0), params),
         v_col=jax.tree.map(lambda x: factor(x, 1), params),
+        shape=jax.tree.map(
+            lambda x: jnp.zeros(jnp.shape(x) + (0,), jnp.uint8), params),
     )
 
   def update_fn(updates, state, params=None):
-    del params
     _validation.check_state_type(state, ScaleBySMMFState, 'scale_by_smmf')
-    # The state holds a rows x cols matrix per leaf, any shape of that size.
-    matrices = jax.tree.map(
-        lambda r, c: jax.ShapeDtypeStruct((r.size, c.size), r.dtype),
-        state.m_row, state.m_col)
     _validation.check_matches_state(
-        updates, matrices, 'scale_by_smmf',
-        lambda g, mat: None if jnp.size(g) == mat.size else (
-            f'has shape {jnp.shape(g)} ({jnp.size(g)} entries) in the updates'
-            f' but the optimizer state holds a {mat.shape[0]} x'
-            f' {mat.shape[1]} matrix for it'))
+        updates, state.shape, 'scale_by_smmf',
+        lambda g, s: None if jnp.shape(g) == s.shape[:-1] else (
+            f'has shape {jnp.shape(g)} in the updates but {s.shape[:-1]} in'
+            ' the optimizer state'))
     _validation.check_float_leaves(updates, 'update', 'scale_by_smmf')
 
     def leaf(g, m_row, m_col, m_sign, v_row, v_col):
@@ -203,10 +207,10 @@ def scale_by_smmf(
         jax.tree.unflatten(treedef, [o[i] for o in treedef.flatten_up_to(out)])
         for i in range(6)
     )
-    direction = jax.tree.map(lambda d, g: d.astype(g.dtype), direction, updates)
+    direction = _validation.cast_updates(direction, updates, params)
     return direction, ScaleBySMMFState(
         count=optax.safe_increment(state.count), m_row=m_row, m_col=m_col,
-        m_sign=m_sign, v_row=v_row, v_col=v_col)
+        m_sign=m_sign, v_row=v_row, v_col=v_col, shape=state.shape)
 
   return optax.GradientTransformation(init_fn, update_fn)
 
@@ -281,7 +285,12 @@ def smmf(
     code counts per parameter from its first gradient, the same thing when
     every leaf gets a gradient every step).
   * **dtypes.** Factors and arithmetic are float32 (or wider if the params
-    are); updates have the params' dtype.
+    are); updates have the gradients' dtype promoted with the params' (as in
+    :func:`optax.adam`; the gradients' without params).
+  * ``update`` needs ``params`` only for weight decay (not with the default
+    ``weight_decay=0``). ``beta`` must be in ``[0, 1)``, ``eps >= 0``,
+    ``decay_rate`` in ``[-1, 0]`` and ``growth_rate`` in ``[0, 1]``,
+    checked when concrete.
   * **Weight decay** is decoupled, :math:`-\eta_t w X_{t-1}` with :math:`w`
     the argument ``weight_decay``, the
     official default (``weight_decay_mode='adamw'``), through
@@ -336,6 +345,6 @@ def smmf(
           growth_rate=growth_rate,
           vector_reshape=vector_reshape,
       ),
-      optax.add_decayed_weights(weight_decay, mask),
+      _alias.add_decayed_weights(weight_decay, mask),
       optax.scale_by_learning_rate(learning_rate),
   )

@@ -21,8 +21,6 @@ are the two pieces on their own. The readings of the paper and its code are
 listed in :func:`adamw_snsm`.
 """
 
-from __future__ import annotations
-
 import dataclasses
 import functools
 import math
@@ -34,6 +32,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from alada_optax import _alias
 from alada_optax import _validation
 from alada_optax import matricize
 
@@ -314,11 +313,11 @@ def _check_gap(update_proj_gap):
         f'update_proj_gap must be a positive integer, got {update_proj_gap}.')
 
 
-def _check_rank(rank):
-  if not isinstance(rank, (int, np.integer)) or rank < 1:
-    raise ValueError(
-        f'rank must be a positive Python integer (it sets the shapes of the'
-        f' optimizer state), got {rank!r}.')
+_DEFAULT_RANK = 128
+
+
+def _check_rank(name, rank):
+  return _validation.static_int(name, 'rank', rank, _DEFAULT_RANK, 1)
 
 
 # -- Subset-Norm on its own ----------------------------------------------------
@@ -373,6 +372,8 @@ def scale_by_subset_norm(
     A :class:`optax.GradientTransformation`.
   """
   name = 'scale_by_subset_norm'
+  _validation.check_hyperparams(
+      name, b2=(b2, _validation.UNIT), eps=(eps, _validation.NON_NEGATIVE))
 
   def plans_for(tree):
     return _map_with_specs(
@@ -390,7 +391,6 @@ def scale_by_subset_norm(
             params, plans))
 
   def update_fn(updates, state, params=None):
-    del params
     _validation.check_state_type(state, ScaleBySubsetNormState, name)
     _validation.check_matches_state(
         updates, state.nu, name, _validation.no_shape_check)
@@ -402,8 +402,7 @@ def scale_by_subset_norm(
     direction, nu = _per_leaf(
         lambda g, n, sn: _sn_leaf(g, n, state.count, b2, eps, sn),
         treedef, 2, updates, state.nu, plans)
-    direction = jax.tree.map(lambda d, g: d.astype(g.dtype), direction,
-                             updates)
+    direction = _validation.cast_updates(direction, updates, params)
     return direction, ScaleBySubsetNormState(
         count=optax.safe_increment(state.count), nu=nu)
 
@@ -444,7 +443,7 @@ def scale_by_subspace_momentum(
     b1: jax.typing.ArrayLike = 0.9,
     update_proj_gap: jax.typing.ArrayLike = 200,
     *,
-    rank: int = 128,
+    rank: Optional[int] = None,
     mu_dtype: Optional[jax.typing.DTypeLike] = None,
     dimension_numbers: matricize.DimensionNumbersOrFn = None,
 ) -> optax.GradientTransformation:
@@ -473,7 +472,9 @@ def scale_by_subspace_momentum(
     b1: Momentum decay.
     update_proj_gap: ``T``: the projector is recomputed every ``T`` steps,
       on steps ``0, T, 2T, ...``.
-    rank: ``r``, the subspace dimension (static).
+    rank: ``r``, the subspace dimension (static; None for 128. It sets shapes, so it cannot be traced: with
+      :func:`optax.inject_hyperparams`, list it in ``static_args`` when
+      you set it).
     mu_dtype: Storage dtype of the momentum; if ``None``, the params'.
     dimension_numbers: The matrix view of leaves of order >= 2.
 
@@ -481,9 +482,10 @@ def scale_by_subspace_momentum(
     A :class:`optax.GradientTransformation`.
   """
   name = 'scale_by_subspace_momentum'
-  _check_rank(rank)
+  rank = _check_rank(name, rank)
   _check_gap(update_proj_gap)
-  mu_dtype = None if mu_dtype is None else jnp.dtype(mu_dtype)
+  _validation.check_hyperparams(name, b1=(b1, _validation.DECAY))
+  mu_dtype = _validation.check_mu_dtype(name, mu_dtype)
 
   def plans_for(tree):
     return _map_with_specs(
@@ -497,7 +499,6 @@ def scale_by_subspace_momentum(
         count=jnp.zeros([], jnp.int32), mu=mu, proj=proj)
 
   def update_fn(updates, state, params=None):
-    del params
     _validation.check_state_type(state, ScaleBySubspaceMomentumState, name)
     _validation.check_matches_state(
         updates, state.mu, name, _validation.no_shape_check)
@@ -511,8 +512,7 @@ def scale_by_subspace_momentum(
         lambda g, m, p, sp: _sm_leaf(g, m, p, state.count, b1,
                                      update_proj_gap, sp),
         treedef, 3, updates, state.mu, state.proj, plans)
-    direction = jax.tree.map(lambda d, g: d.astype(g.dtype), direction,
-                             updates)
+    direction = _validation.cast_updates(direction, updates, params)
     return direction, ScaleBySubspaceMomentumState(
         count=optax.safe_increment(state.count),
         mu=optax.tree.cast_like(mu, state.mu), proj=proj)
@@ -546,7 +546,7 @@ def scale_by_adam_snsm(
     eps: jax.typing.ArrayLike = 1e-6,
     update_proj_gap: jax.typing.ArrayLike = 200,
     *,
-    rank: int = 128,
+    rank: Optional[int] = None,
     subspace_momentum: bool = True,
     subset_size: Optional[int] = None,
     mu_dtype: Optional[jax.typing.DTypeLike] = None,
@@ -565,7 +565,9 @@ def scale_by_adam_snsm(
     b2: Decay of the Subset-Norm accumulators (1: AdaGrad's sum).
     eps: Added to the root of the bias-corrected accumulator.
     update_proj_gap: Steps between projector refreshes.
-    rank: Subspace dimension (static).
+    rank: Subspace dimension (static; None for 128. It sets shapes, so it cannot be traced: with
+      :func:`optax.inject_hyperparams`, list it in ``static_args`` when
+      you set it).
     subspace_momentum: ``False`` keeps Adam's full momentum (AdamW-SN).
     subset_size: ``None`` for the paper's heuristic; see :func:`subset_plan`.
     mu_dtype: Storage dtype of the momentum; if ``None``, the params'.
@@ -575,9 +577,12 @@ def scale_by_adam_snsm(
     A :class:`optax.GradientTransformation`.
   """
   name = 'scale_by_adam_snsm'
-  _check_rank(rank)
+  rank = _check_rank(name, rank)
   _check_gap(update_proj_gap)
-  mu_dtype = None if mu_dtype is None else jnp.dtype(mu_dtype)
+  _validation.check_hyperparams(
+      name, b1=(b1, _validation.DECAY), b2=(b2, _validation.UNIT),
+      eps=(eps, _validation.NON_NEGATIVE))
+  mu_dtype = _validation.check_mu_dtype(name, mu_dtype)
 
   def plans_for(tree):
     def both(x, spec):
@@ -604,7 +609,6 @@ def scale_by_adam_snsm(
             params, sn_plans))
 
   def update_fn(updates, state, params=None):
-    del params
     _validation.check_state_type(state, ScaleByAdamSNSMState, name)
     _validation.check_matches_state(
         updates, state.mu, name, _validation.no_shape_check)
@@ -620,8 +624,7 @@ def scale_by_adam_snsm(
             g, m, p, n, state.count, b1, b2, eps, update_proj_gap, sp, sn),
         treedef, 4, updates, state.mu, state.proj, state.nu, sm_plans,
         sn_plans)
-    direction = jax.tree.map(lambda d, g: d.astype(g.dtype), direction,
-                             updates)
+    direction = _validation.cast_updates(direction, updates, params)
     return direction, ScaleByAdamSNSMState(
         count=optax.safe_increment(state.count),
         mu=optax.tree.cast_like(mu, state.mu), proj=proj, nu=nu)
@@ -638,7 +641,7 @@ def adamw_snsm(
     mask: Optional[Union[Any, Callable[[optax.Params], Any]]] = None,
     update_proj_gap: jax.typing.ArrayLike = 200,
     *,
-    rank: int = 128,
+    rank: Optional[int] = None,
     subset_size: Optional[int] = None,
     mu_dtype: Optional[jax.typing.DTypeLike] = None,
     dimension_numbers: matricize.DimensionNumbersOrFn = None,
@@ -701,6 +704,10 @@ def adamw_snsm(
     debiased accumulator (the code adds ``eps`` before debiasing).
   * **AdaGrad.** ``b2 = 1`` accumulates sums without bias correction (the
     code's AdaGrad-SN(SM)).
+  * **Inputs.** ``b1`` must be in ``[0, 1)``, ``b2`` in ``[0, 1]``, ``eps >=
+    0`` (checked when concrete); updates have the gradients' dtype promoted
+    with the params' (as in :func:`optax.adam`); ``update`` needs ``params``
+    only for weight decay (not with the default ``weight_decay=0``).
   * **Weight decay** is optax's decoupled ``-lr * wd * X_t`` on the params
     before the step (the code decays the params after the step, a second
     order difference).
@@ -727,7 +734,9 @@ def adamw_snsm(
     weight_decay: Decoupled weight decay (times the learning rate).
     mask: Which leaves weight decay applies to (a tree, prefix or callable).
     update_proj_gap: ``T``, steps between projector refreshes.
-    rank: ``r``, the momentum subspace dimension (static).
+    rank: ``r``, the momentum subspace dimension (static; None for 128. It sets shapes, so it cannot be traced: with
+      :func:`optax.inject_hyperparams`, list it in ``static_args`` when
+      you set it).
     subset_size: ``None`` for the paper's heuristic subsets; see
       :func:`subset_plan`.
     mu_dtype: Storage dtype of the momentum; if ``None``, the params'.
@@ -760,7 +769,7 @@ def adamw_snsm(
           b1=b1, b2=b2, eps=eps, update_proj_gap=update_proj_gap, rank=rank,
           subspace_momentum=True, subset_size=subset_size, mu_dtype=mu_dtype,
           dimension_numbers=dimension_numbers),
-      optax.add_decayed_weights(weight_decay, mask),
+      _alias.add_decayed_weights(weight_decay, mask),
       optax.scale_by_learning_rate(learning_rate),
   )
 
@@ -787,6 +796,6 @@ def adamw_sn(
           b1=b1, b2=b2, eps=eps, rank=1, subspace_momentum=False,
           subset_size=subset_size, mu_dtype=mu_dtype,
           dimension_numbers=dimension_numbers),
-      optax.add_decayed_weights(weight_decay, mask),
+      _alias.add_decayed_weights(weight_decay, mask),
       optax.scale_by_learning_rate(learning_rate),
   )

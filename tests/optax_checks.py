@@ -1,10 +1,15 @@
-"""optax's common checks for optimizers, for every optimizer of this package.
+"""optax's own contrib battery, unmodified, run on this package's optimizers.
 
-These are the checks of ``optax/contrib/_common_test.py`` (convergence on its
-four targets, extra args, no recompile, tree map_params, inject_hyperparams,
-dtype preservation, MultiSteps, state dtype stability, schedule equivalence),
-written as a pytest class. The targets are optax's own, imported from that
-module, so they cannot drift from what optax checks.
+``optax/contrib/_common_test.py`` checks every contributed optimizer for:
+extra args and no recompilation, convergence on its four targets with a
+no-op ``optax.tree.map_params``, ``inject_hyperparams``, dtype preservation,
+``MultiSteps``, state dtype stability under ``lax.cond``, and schedule
+equivalence for a ``learning_rate`` annotated ``optax.ScalarOrSchedule``.
+Its tests are ``absl`` parameterized methods over optax's own optimizer list.
+Here each one is run as it is written (the same code object, the same
+parameter grid read off optax's generated cases) with its optimizer lookup,
+``_get_opt_factory``, pointed at ours. A test that optax's code skips fails
+here: a skip means the optimizer escapes one of optax's checks.
 
 Each optimizer's test module subclasses :class:`OptaxCommonChecks`::
 
@@ -12,145 +17,91 @@ Each optimizer's test module subclasses :class:`OptaxCommonChecks`::
       OPTIMIZERS = [pytest.param(alada, {'learning_rate': 1e-3}, id='alada')]
 """
 
-from __future__ import annotations
+import types
+import unittest
 
-import inspect
-
-import jax
-import jax.numpy as jnp
-import optax
-import pytest
+from absl.testing import parameterized
 from optax.contrib import _common_test as optax_common
+import pytest
 
-TARGETS = [
-    optax_common._setup_parabola,
-    optax_common._setup_rosenbrock,
-    optax_common._setup_matrix_parabola,
-    optax_common._setup_mixed_tensor_target,
-]
+# The parameters optax's grid gives per optimizer; ours replace them.
+_OPTIMIZER_KEYS = ('opt_name', 'opt_kwargs', 'wrapper_name', 'wrapper_kwargs')
 
-# Hyperparameters that are static (shape-determining) and cannot be injected.
-STATIC_HPARAMS = ('dimension_numbers', 'mu_dtype', 'mask', 'rank',
-                  'subset_size', 'max_rank', 'oversample',
-                  'power_iterations', 'min_dim_size_to_factor')
+
+def _battery() -> list:
+  """``(test function, extra parameters)`` for every case of optax's grid.
+
+  The extra parameters are those of a generated case besides the
+  optimizer's (``target``, ``dtype``, ``wrap``), deduplicated per test.
+  """
+  cases = []
+  for method in vars(optax_common.ContribTest).values():
+    original = getattr(method, '__wrapped__', None)
+    if original is None or not method.__closure__:
+      continue
+    params = [c.cell_contents for c in method.__closure__
+              if isinstance(c.cell_contents, dict)]
+    if len(params) != 1:
+      continue
+    extra = {k: v for k, v in params[0].items() if k not in _OPTIMIZER_KEYS}
+    if (original, extra) not in cases:
+      cases.append((original, extra))
+  return cases
+
+
+_CASES = _battery()
+
+
+def _case_id(case) -> str:
+  original, extra = case
+  parts = [original.__name__]
+  for k, v in sorted(extra.items()):
+    parts.append(f'{k}={getattr(v, "__name__", v)}')
+  return '-'.join(parts)
+
+
+def run_optax_test(original, extra, factory, kwargs):
+  """Runs one of optax's test functions on ``factory(**kwargs)``.
+
+  Raises:
+    pytest.fail.Exception: if optax's code skips the test.
+  """
+  name = factory.__name__
+  globals_ = dict(original.__globals__)
+  globals_['_get_opt_factory'] = {name: factory}.__getitem__
+  test = types.FunctionType(original.__code__, globals_, original.__name__,
+                            original.__defaults__, original.__closure__)
+  try:
+    test(parameterized.TestCase(), opt_name=name, opt_kwargs=dict(kwargs),
+         wrapper_name=None, wrapper_kwargs=None, **extra)
+  except unittest.SkipTest as skip:
+    pytest.fail(f'optax skips {original.__name__} for {name}: {skip}')
+
 
 class OptaxCommonChecks:
-  """optax's common optimizer checks; subclasses set ``OPTIMIZERS``.
+  """optax's contrib battery; subclasses set ``OPTIMIZERS``.
 
-  ``OPTIMIZERS`` is a list of ``pytest.param(factory, kwargs)``: the factory
-  (an alias like :func:`alada_optax.alada`) and the kwargs, learning rate
-  included, that its convergence check uses.
+  ``OPTIMIZERS`` is a list of ``pytest.param(factory, kwargs)``: the alias
+  (looked up by optax's code under its ``__name__``) and its kwargs,
+  learning rate included.
   """
 
   OPTIMIZERS: list = []
 
-  @staticmethod
-  def _step_fn(opt, obj_fn, **update_kwargs):
-    def step(params, state):
-      updates = jax.grad(obj_fn)(params)
-      updates, state = opt.update(updates, state, params, **update_kwargs)
-      return optax.apply_updates(params, updates), state
-    return step
+  @pytest.mark.parametrize('case', _CASES, ids=[_case_id(c) for c in _CASES])
+  def test_optax_contrib_battery(self, factory, kwargs, case):
+    run_optax_test(*case, factory, kwargs)
 
-  def test_accepts_extra_args_and_does_not_recompile(self, factory, kwargs):
-    opt = factory(**kwargs)
-    params, _, obj_fn = optax_common._setup_rosenbrock(jnp.float32)
-    step = jax.jit(self._step_fn(
-        opt, obj_fn, unexpected_extra_args_your_optimizer_doesnt_expect=1))
-    state = opt.init(params)
-    for _ in range(2):
-      params, state = step(params, state)
-    with optax_common.test_utils.log_compilations() as logs:
-      step(params, state)
-    assert not logs, 'the optimizer recompiles on the second call to update'
-
-  @pytest.mark.parametrize('target', TARGETS, ids=lambda t: t.__name__[7:])
-  def test_converges_and_map_params(self, factory, kwargs, target):
-    opt = factory(**kwargs)
-    params, final_params, obj_fn = target(jnp.float32)
-    state = opt.init(params)
-    state = optax.tree.map_params(opt, lambda v: v, state)  # a no-op map
-    step = self._step_fn(opt, obj_fn)
-
-    @jax.jit
-    def run(params, state):
-      body = lambda carry, _: (step(*carry), None)
-      return jax.lax.scan(body, (params, state), length=30_000)[0]
-
-    params, _ = run(params, state)
-    jax.tree.map(
-        lambda a, b: optax_common.test_utils.assert_trees_all_close(
-            a, b, rtol=3e-2, atol=3e-2),
-        params, final_params)
-
-  def test_inject_hyperparams(self, factory, kwargs):
-    static = tuple(a for a in STATIC_HPARAMS
-                   if a in inspect.signature(factory).parameters)
-    opt = factory(**kwargs)
-    opt_inject = optax.inject_hyperparams(factory, static_args=static)(**kwargs)
-    params = [jnp.negative(jnp.ones((2, 3))), jnp.ones((2, 5, 2))]
-    grads = [jnp.ones((2, 3)), jnp.negative(jnp.ones((2, 5, 2)))]
-    updates, state = jax.jit(opt.update)(grads, jax.jit(opt.init)(params),
-                                         params)
-    updates_i, state_i = jax.jit(opt_inject.update)(
-        grads, jax.jit(opt_inject.init)(params), params)
-    optax_common.test_utils.assert_trees_all_close(updates_i, updates,
-                                                   rtol=1e-5)
-    optax_common.test_utils.assert_trees_all_close(
-        state_i.inner_state, state, rtol=1e-5, atol=1e-5)
-
-  @pytest.mark.parametrize('dtype', ['bfloat16', 'float32'])
-  def test_preserves_dtype_and_multisteps(self, factory, kwargs, dtype):
-    dtype = jnp.dtype(dtype)
-    fun = lambda x: jnp.sum(x**2)
-    params = jnp.array([1.0, 2.0], dtype=dtype)
-    grads = jax.grad(fun)(params)
-
-    opt = factory(**kwargs)
-    updates, _ = jax.jit(opt.update)(grads, jax.jit(opt.init)(params), params)
-    assert updates.dtype == params.dtype
-
-    multi = optax.MultiSteps(factory(**kwargs), every_k_schedule=4)
-    updates, _ = jax.jit(multi.update)(grads, jax.jit(multi.init)(params),
-                                       params)
-    optax_common.test_utils.assert_trees_all_equal(updates,
-                                                   jnp.zeros_like(grads))
-
-  @pytest.mark.parametrize(
-      'dtype', [jnp.float16, jnp.bfloat16, jnp.float32, jnp.float64])
-  def test_state_shape_dtype_stability(self, factory, kwargs, dtype):
-    with jax.enable_x64(dtype == jnp.float64):
-      opt = factory(**kwargs)
-      params, _, obj_fn = optax_common._setup_parabola(dtype)
-
-      @jax.jit
-      def step(params, state):
-        updates = jax.grad(obj_fn)(params)
-        # lax.cond requires both branches to agree on shapes and dtypes.
-        cond = jax.random.randint(jax.random.key(0), (), 0, 2) == 0
-        updates, state = jax.lax.cond(
-            cond, lambda: opt.update(updates, state, params),
-            lambda: (params, state))
-        return optax.apply_updates(params, updates), state
-
-      state = opt.init(params)
-      for _ in range(2):
-        params, new_state = step(params, state)
-        assert params.dtype == dtype
-        cond = jax.random.randint(jax.random.key(0), (), 0, 2) == 0
-        state = jax.lax.cond(cond, lambda s=state: s, lambda s=new_state: s)
-
-  def test_learning_rate_schedule_if_annotated(self, factory, kwargs):
-    lr_arg = inspect.signature(factory).parameters['learning_rate']
-    assert lr_arg.annotation in (optax.ScalarOrSchedule, 'optax.ScalarOrSchedule')
-    params, _, obj_fn = optax_common._setup_parabola(jnp.float32)
-    with_schedule = factory(**dict(kwargs,
-                                   learning_rate=optax.constant_schedule(1e-3)))
-    with_float = factory(**dict(kwargs, learning_rate=1e-3))
-    step_s, step_f = self._step_fn(with_schedule, obj_fn), self._step_fn(with_float, obj_fn)
-    ps, pf = params, params
-    ss, sf = with_schedule.init(params), with_float.init(params)
-    for _ in range(10):
-      ps, ss = step_s(ps, ss)
-      pf, sf = step_f(pf, sf)
-    optax_common.test_utils.assert_trees_all_close(ps, pf)
+  def test_battery_is_optax_whole_grid(self):
+    """Every test of optax's ContribTest is in the battery, with its grid."""
+    names = {original.__name__ for original, _ in _CASES}
+    assert names == {
+        'test_optimizers_accept_extra_args', 'test_optimizers',
+        'test_optimizers_can_be_wrapped_in_inject_hyperparams',
+        'test_preserve_dtype', 'test_gradient_accumulation',
+        'test_state_shape_dtype_shard_stability',
+        'test_optimizers_accept_learning_rate_schedule_if_type_annotated_as_such',
+    }
+    assert sum(o.__name__ == 'test_optimizers' for o, _ in _CASES) == 4
+    assert sum(o.__name__ == 'test_state_shape_dtype_shard_stability'
+               for o, _ in _CASES) == 4

@@ -177,8 +177,10 @@ def test_flax_linen_train_state_step():
   assert losses[-1] < losses[0]
   assert int(state.step) == 5
   want_params, _ = _plain_optax_run(tx, params, jax.grad(loss_fn), 5)
+  # Two compiled programs (value_and_grad here, grad there): XLA may fuse
+  # them differently, and float32 rounding then differs by CPU.
   for a, b in zip(jax.tree.leaves(state.params), jax.tree.leaves(want_params)):
-    np.testing.assert_array_equal(a, b)
+    np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)
 
 
 # -- orbax-checkpoint -------------------------------------------------------------

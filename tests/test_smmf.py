@@ -303,7 +303,7 @@ def test_float64_factors_stay_float64():
 
 def test_state_fields():
   assert ScaleBySMMFState._fields == (
-      'count', 'm_row', 'm_col', 'm_sign', 'v_row', 'v_col')
+      'count', 'm_row', 'm_col', 'm_sign', 'v_row', 'v_col', 'shape')
 
 
 class TestSMMFOptaxChecks(OptaxCommonChecks):
