@@ -107,7 +107,8 @@ def _run_all(groups, log_dir, timeout_s=WORKER_TIMEOUT_S):
         break
       time.sleep(0.2)
     if failed is None and any(w.proc.returncode for w in workers):
-      failed = 'a worker failed'
+      failed = 'failed: ' + ', '.join(
+          w.name for w in workers if w.proc.returncode)
   finally:
     for w in workers:
       w.kill()
