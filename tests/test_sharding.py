@@ -315,12 +315,13 @@ def test_explicit_mesh_axes(checks):
 
 
 def test_sharded_example_runs():
-  """examples/sharded/main.py, small, on 8 simulated devices."""
+  """examples/sharded (main.py, train.py), small, on 8 simulated devices."""
   env = dict(os.environ)
   env.pop('JAX_PLATFORMS', None)
   proc = subprocess.run(
-      [sys.executable, '-m', 'examples.sharded.main', '--steps', '2',
-       '--layers', '1', '--width', '16', '--heads', '4'],
+      [sys.executable, '-m', 'examples.sharded.main',
+       '--config.num_steps=2', '--config.num_layers=1', '--config.width=16',
+       '--config.num_heads=4'],
       cwd=REPO, env=env, capture_output=True, text=True, timeout=900,
       check=False)
   assert proc.returncode == 0, proc.stdout + proc.stderr
