@@ -113,10 +113,11 @@ def match_sharding(x: jax.Array, like: jax.Array) -> jax.Array:
   with explicit axes, where ``where``/``select`` need equal shardings. A
   no-op on meshes with automatic axes and on one device.
   """
-  spec = _explicit_spec(like)
-  if spec is None:
+  sharding = jax.typeof(like).sharding
+  types = getattr(getattr(sharding, 'mesh', None), 'axis_types', ())
+  if not any(t == jax.sharding.AxisType.Explicit for t in types):
     return x
-  return jax.sharding.reshard(jnp.broadcast_to(x, like.shape), spec)
+  return jax.sharding.reshard(jnp.broadcast_to(x, like.shape), sharding.spec)
 
 
 @dataclasses.dataclass(frozen=True)
