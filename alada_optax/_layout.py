@@ -23,6 +23,7 @@ from typing import Any, Optional, Union
 import jax
 import numpy as np
 import optax
+from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec
 
 from alada_optax import matricize
@@ -416,7 +417,8 @@ def place(state: Any, params: Any,
   named = [s for s in shardings if s is not None]
   if not named:
     return state
-  axis_sizes = dict(named[0].mesh.shape)
+  mesh = named[0].mesh
+  axis_sizes = dict(mesh.shape)
   specs = jax.tree.map(
       lambda x: x if _is_empty(x) else (
           s.spec if (s := _explicit_sharding(x)) is not None
@@ -425,7 +427,8 @@ def place(state: Any, params: Any,
   spec_tree = state_specs(state, specs, dimension_numbers=dimension_numbers,
                           axis_sizes=axis_sizes, params_shapes=params)
   return jax.tree.map(
-      lambda x, s: x if _is_empty(x) else jax.sharding.reshard(x, s),
+      lambda x, s: x if _is_empty(x) else jax.sharding.reshard(
+          x, NamedSharding(mesh, s)),
       state, spec_tree,
       is_leaf=lambda x: _is_empty(x) or isinstance(x, PartitionSpec))
 
@@ -433,23 +436,26 @@ def place(state: Any, params: Any,
 # -- the matrix methods' shardings on meshes with explicit axes ---------------
 
 
-def explicit_spec(x: Any) -> Optional[PartitionSpec]:
-  """``x``'s PartitionSpec (all its dims) on a mesh with explicit axes, or
-  None (automatic axes, one device): pass it as ``out_sharding``."""
+def explicit_spec(x: Any) -> Optional[NamedSharding]:
+  """``x``'s sharding (a NamedSharding on its abstract mesh) on a mesh with
+  explicit axes, or None (automatic axes, one device): pass it as
+  ``out_sharding``."""
   sharding = _explicit_sharding(x)
   if sharding is None:
     return None
-  return PartitionSpec(*spec_entries(sharding.spec, jax.numpy.ndim(x)))
+  return NamedSharding(sharding.mesh, PartitionSpec(
+      *spec_entries(sharding.spec, jax.numpy.ndim(x))))
 
 
-def gathered(x: Any, keep: int = 2) -> Optional[PartitionSpec]:
+def gathered(x: Any, keep: int = 2) -> Optional[NamedSharding]:
   """``x``'s spec with its last ``keep`` dims not sharded (None where ``x``
   has no explicit axes): the ``out_sharding`` of a small product every device
   needs whole (a Gram matrix, a sketch)."""
-  spec = explicit_spec(x)
-  if spec is None:
+  sharding = explicit_spec(x)
+  if sharding is None:
     return None
-  return PartitionSpec(*tuple(spec)[:-keep], *(None,) * keep)
+  return NamedSharding(sharding.mesh, PartitionSpec(
+      *tuple(sharding.spec)[:-keep], *(None,) * keep))
 
 
 def _matrix_spec(plan: matricize.MatrixPlan, leaf_spec: PartitionSpec,
@@ -472,19 +478,19 @@ def to_matrix(plan: matricize.MatrixPlan, x: jax.Array) -> jax.Array:
   out = _matrix_spec(plan, sharding.spec, dict(sharding.mesh.shape))
   return jax.numpy.reshape(jax.numpy.transpose(x, perm),
                            plan.batch_shape + (plan.m, plan.n),
-                           out_sharding=out)
+                           out_sharding=NamedSharding(sharding.mesh, out))
 
 
 def from_matrix(plan: matricize.MatrixPlan, y: jax.Array,
                 like: jax.Array) -> jax.Array:
   """:meth:`MatrixPlan.from_matrix`, back in ``like``'s (the leaf's) layout
   on explicit mesh axes."""
-  spec = explicit_spec(like)
-  if spec is None:
+  sharding = explicit_spec(like)
+  if sharding is None:
     return plan.from_matrix(y)
   perm = plan.batch_axes + plan.row_axes + plan.col_axes
-  entries = tuple(spec)
+  entries = tuple(sharding.spec)
   y = jax.numpy.reshape(y, tuple(plan.shape[a] for a in perm),
-                        out_sharding=PartitionSpec(*(entries[a]
-                                                     for a in perm)))
+                        out_sharding=NamedSharding(sharding.mesh, PartitionSpec(
+                            *(entries[a] for a in perm))))
   return jax.numpy.transpose(y, np.argsort(perm))

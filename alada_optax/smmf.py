@@ -14,6 +14,7 @@ from collections.abc import Callable
 import jax
 import jax.numpy as jnp
 import optax
+from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
 from alada_optax import _alias
@@ -110,7 +111,9 @@ def _square_shardings(g, m_row, m_sign):
   sign = _layout._explicit_sharding(m_sign)
   row = row.spec[0] if row is not None and len(row.spec) else None
   sign = sign.spec[0] if sign is not None and len(sign.spec) else None
-  return P(row, None), P(sign if sign == row else None), leaf.spec
+  named = lambda *spec: NamedSharding(leaf.mesh, P(*spec))
+  return (named(row, None), named(sign if sign == row else None),
+          named(*leaf.spec))
 
 
 @functools.partial(jax.jit, static_argnames='matrix_shape')
