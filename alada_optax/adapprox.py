@@ -25,6 +25,7 @@ import numpy as np
 import optax
 
 from alada_optax import _alias
+from alada_optax import _layout
 from alada_optax import _validation
 from alada_optax import matricize
 from alada_optax.subset_norm import _EMPTY
@@ -115,14 +116,19 @@ def as_rsi(v: jax.Array, sketch: jax.Array, *, max_rank: int,
   """
   dtype = v.dtype
   swap = lambda x: jnp.swapaxes(x, -1, -2)
+  # On a mesh with explicit axes V stays sharded; the tall-skinny products
+  # (m x w, n x w) are all-reduced to every device, where QR needs them
+  # whole (None elsewhere: plain products).
+  whole = _layout.gathered(v)
   scale = jnp.max(jnp.abs(v), axis=(-2, -1), keepdims=True)
   scale = jnp.where(scale > 0, scale, 1)
   a = v / scale
-  q, _ = jnp.linalg.qr(matmul(a, sketch))
+  q, _ = jnp.linalg.qr(matmul(a, sketch, whole))
   q = jax.lax.fori_loop(  # a loop, not unrolled: one QR to compile
       0, power_iterations,
-      lambda _, q: jnp.linalg.qr(matmul(a, matmul(swap(a), q)))[0], q)
-  b = matmul(swap(a), q)
+      lambda _, q: jnp.linalg.qr(
+          matmul(a, matmul(swap(a), q, whole), whole))[0], q)
+  b = matmul(swap(a), q, whole)
   s2, z = jnp.linalg.eigh(matmul(swap(b), b))
   s2 = jnp.maximum(s2[..., ::-1][..., :max_rank], 0)
   z = z[..., ::-1][..., :max_rank]
@@ -153,7 +159,7 @@ def _adapprox_leaf(g, mu, q, u, rank, nu, sketch, b1, b2, eps, clip_threshold,
   g = g.astype(dtype)
   plan = fp.plan
   if fp.factored:
-    grad = plan.to_matrix(g)
+    grad = _layout.to_matrix(plan, g)
     # Q U^T approximates a non-negative matrix but can have negative
     # entries: clamp it at 0 where it is read, so V >= (1 - b2) G^2.
     v_prev = jnp.maximum(matmul(q, jnp.swapaxes(u, -1, -2)), 0)
@@ -167,7 +173,8 @@ def _adapprox_leaf(g, mu, q, u, rank, nu, sketch, b1, b2, eps, clip_threshold,
         min_rank=min_rank)
     step = grad / (jnp.sqrt(v) + eps)
     rms = jnp.sqrt(jnp.mean(step * step, axis=(-2, -1), keepdims=True))
-    step = plan.from_matrix(step / jnp.maximum(1, rms / clip_threshold))
+    step = _layout.from_matrix(
+        plan, step / jnp.maximum(1, rms / clip_threshold), g)
   else:
     nu = b2 * nu + (1 - b2) * g * g
     step = g / (jnp.sqrt(nu) + eps)
@@ -207,6 +214,12 @@ class ScaleByAdapproxState(NamedTuple):
   u: optax.Updates
   rank: optax.Updates
   nu: optax.Updates
+
+
+_layout.register(ScaleByAdapproxState, _layout.StateLayout(
+    {'mu': _layout.like_param, 'q': _layout.rows_by_rank,
+     'u': _layout.cols_by_rank, 'rank': _layout.batch,
+     'nu': _layout.like_param}))
 
 
 def draw_sketches(key_data: jax.Array, shapes, dtype):
@@ -303,7 +316,7 @@ def scale_by_adapprox(
           lambda x, fp: jnp.zeros(shape_of(x, fp), dtype_of(x)), params, plans)
 
     fdt = lambda x: _validation.factor_dtype(x.dtype)
-    return ScaleByAdapproxState(
+    return _layout.place(ScaleByAdapproxState(
         count=jnp.zeros([], jnp.int32),
         key=jax.random.key_data(jax.random.key(seed)),
         mu=zeros(lambda x, fp: x.shape if use_mu else _EMPTY,
@@ -312,7 +325,7 @@ def scale_by_adapprox(
         u=zeros(lambda x, fp: fp.u_shape, fdt),
         rank=zeros(lambda x, fp: fp.rank_shape, lambda x: jnp.int32),
         nu=zeros(lambda x, fp: fp.nu_shape, fdt),
-    )
+    ), params, dimension_numbers)
 
   def update_fn(updates, state, params=None):
     _validation.check_state_type(state, ScaleByAdapproxState, name)
@@ -346,9 +359,10 @@ def scale_by_adapprox(
         leaf, treedef, 6, updates, state.mu, state.q, state.u, state.rank,
         state.nu, sketches, plans)
     direction = _validation.cast_updates(direction, updates, params)
-    return direction, ScaleByAdapproxState(
+    return direction, _layout.place(ScaleByAdapproxState(
         count=optax.safe_increment(state.count), key=next_key,
-        mu=optax.tree.cast_like(mu, state.mu), q=q, u=u, rank=rank, nu=nu)
+        mu=optax.tree.cast_like(mu, state.mu), q=q, u=u, rank=rank, nu=nu),
+        updates, dimension_numbers)
 
   return optax.GradientTransformation(init_fn, update_fn)
 

@@ -13,6 +13,7 @@ import jax.numpy as jnp
 import optax
 
 from alada_optax import _alias
+from alada_optax import _layout
 from alada_optax import _validation
 from alada_optax import matricize
 
@@ -46,6 +47,12 @@ class ScaleByAladaState(NamedTuple):
 
 
 _NAME = 'scale_by_alada'
+
+# mu like the param, p and q along its row and column axes, v0 and t0 along
+# its batch axes (see alada_optax.sharding).
+_layout.register(ScaleByAladaState, _layout.StateLayout(
+    {'mu': _layout.like_param, 'p': _layout.rows, 'q': _layout.cols,
+     'v0': _layout.batch, 't0': _layout.batch}, strict=True))
 
 
 @functools.partial(jax.jit, static_argnames='plan')
@@ -264,7 +271,7 @@ def scale_by_alada(
     def factor(plan, x, shape_of):
       return jnp.zeros(shape_of(plan), _validation.factor_dtype(x.dtype))
 
-    return ScaleByAladaState(
+    state = ScaleByAladaState(
         count=jnp.zeros([], jnp.int32),
         mu=optax.tree.zeros_like(params, dtype=mu_dtype),
         p=jax.tree.map(
@@ -286,6 +293,8 @@ def scale_by_alada(
             lambda x, pl: jnp.zeros(pl.batch_shape, jnp.int32), params, plans
         ),
     )
+    # Explicit mesh axes: the state's layout comes with it (a no-op else).
+    return _layout.place(state, params, dimension_numbers)
 
   def update_fn(updates, state, params=None):
     _validation.check_state_type(state, ScaleByAladaState, _NAME)
@@ -309,9 +318,9 @@ def scale_by_alada(
     )
     direction = _validation.cast_updates(direction, updates, params)
     mu = optax.tree.cast_like(mu, state.mu)
-    return direction, ScaleByAladaState(
+    return direction, _layout.place(ScaleByAladaState(
         count=optax.safe_increment(state.count), mu=mu, p=p, q=q, v0=v0, t0=t0
-    )
+    ), updates, dimension_numbers)
 
   return optax.GradientTransformation(init_fn, update_fn)
 

@@ -15,6 +15,7 @@ import jax.numpy as jnp
 import optax
 
 from alada_optax import _alias
+from alada_optax import _layout
 from alada_optax import _validation
 from alada_optax import matricize
 
@@ -65,6 +66,13 @@ def _plan(shape) -> Optional[matricize.MatrixPlan]:
   if len(shape) < 2:
     return None
   return matricize.plan_for(shape, LAST_TWO_AXES)
+
+
+_layout.register(ScaleByCAMEState, _layout.StateLayout(
+    {'mu': _layout.like_param, 'v_row': _layout.rows, 'v_col': _layout.cols,
+     'v': _layout.like_param, 'res_row': _layout.rows,
+     'res_col': _layout.cols},
+    plan=lambda shape, plan: _plan(shape)))
 
 
 def _factored_rsqrt(
@@ -187,7 +195,7 @@ def scale_by_came(
       return shape if plan is None else _DUMMY_SHAPE
 
     field = lambda shape_of: jax.tree.map(lambda x: zeros(x, shape_of), params)
-    return ScaleByCAMEState(
+    return _layout.place(ScaleByCAMEState(
         count=jnp.zeros([], jnp.int32),
         mu=optax.tree.zeros_like(params, dtype=mu_dtype),
         v_row=field(row),
@@ -195,7 +203,7 @@ def scale_by_came(
         v=field(full),
         res_row=field(row),
         res_col=field(col),
-    )
+    ), params)
 
   def update_fn(updates, state, params=None):
     _validation.check_state_type(state, ScaleByCAMEState, 'scale_by_came')
@@ -217,9 +225,9 @@ def scale_by_came(
     )
     direction = _validation.cast_updates(direction, updates, params)
     mu = optax.tree.cast_like(mu, state.mu)
-    return direction, ScaleByCAMEState(
+    return direction, _layout.place(ScaleByCAMEState(
         count=optax.safe_increment(state.count), mu=mu, v_row=v_row,
-        v_col=v_col, v=v, res_row=res_row, res_col=res_col)
+        v_col=v_col, v=v, res_row=res_row, res_col=res_col), updates)
 
   return optax.GradientTransformation(init_fn, update_fn)
 

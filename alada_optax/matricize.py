@@ -96,7 +96,8 @@ def _reshape_vector(x: jax.Array, shape: tuple[int, ...]) -> jax.Array:
   axes (and on one device) this is a plain reshape.
   """
   if x.shape != shape and _explicit_spec(x) is not None:
-    x = jax.sharding.reshard(x, jax.sharding.PartitionSpec())
+    x = jax.sharding.reshard(x, jax.sharding.NamedSharding(
+        jax.typeof(x).sharding.mesh, jax.sharding.PartitionSpec()))
   return x.reshape(shape)
 
 
@@ -113,10 +114,11 @@ def match_sharding(x: jax.Array, like: jax.Array) -> jax.Array:
   with explicit axes, where ``where``/``select`` need equal shardings. A
   no-op on meshes with automatic axes and on one device.
   """
-  spec = _explicit_spec(like)
-  if spec is None:
+  sharding = jax.typeof(like).sharding
+  types = getattr(getattr(sharding, 'mesh', None), 'axis_types', ())
+  if not any(t == jax.sharding.AxisType.Explicit for t in types):
     return x
-  return jax.sharding.reshard(jnp.broadcast_to(x, like.shape), spec)
+  return jax.sharding.reshard(jnp.broadcast_to(x, like.shape), sharding)
 
 
 @dataclasses.dataclass(frozen=True)

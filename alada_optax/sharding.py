@@ -1,4 +1,4 @@
-"""Where Alada's optimizer state lives when the params are sharded.
+"""Where the optimizers' state lives when the params are sharded.
 
 JAX's SPMD partitioner (``jax.jit`` with :class:`jax.sharding.NamedSharding`)
 does the distributed work; this module only says how the optimizer state
@@ -6,8 +6,11 @@ should be laid out, given the params' layout, so that it can be passed as
 ``jax.jit``'s ``out_shardings`` (or ``in_shardings``, or to
 ``jax.device_put``, or to orbax as the restore target's shardings). It plays
 the role of t5x's ``derive_logical_axes`` and of big_vision's sharding rules.
+On meshes with explicit axes the optimizers place their state by the same
+table themselves: there ``jax.jit(tx.init)(params)`` is enough.
 
-For a leaf viewed as a batch of ``m x n`` matrices
+The layout is one table (:mod:`alada_optax._layout`), a row per state type.
+For Alada, a leaf viewed as a batch of ``m x n`` matrices
 (:class:`~alada_optax.matricize.MatrixPlan`) with PartitionSpec ``spec``:
 
 * ``mu`` gets ``spec`` (it has the leaf's shape).
@@ -21,6 +24,16 @@ For a leaf viewed as a batch of ``m x n`` matrices
 * ``v0`` and ``t0`` (``batch_shape``) keep the batch axes' entries.
 * Counters, hyperparameters and other scalars are replicated.
 
+The other rows: CAME's row/column statistics like ``p``/``q`` (last two
+axes), its ``mu`` and dense ``v`` like the param; SMMF's row factors and sign
+bytes along the flattened leaf (runs of it: kept where every device holds
+whole runs), its column factors (the shorter side) replicated;
+Subset-Norm's accumulators along the rows, columns or flattened leaf they sum
+over; Subspace-Momentum's momentum along the long side of the matrix view and
+its projector along the short side (rank axis replicated); Adapprox's ``Q``
+and ``U`` along the rows and columns (rank axis replicated), its ``mu`` and
+dense ``nu`` like the param. Placeholders are replicated.
+
 Whatever the layout, the result is only a placement: jit computes the same
 numbers with any shardings (the tests check 8 devices against 1). With these
 shardings the compiled update moves only vector-sized data between devices
@@ -32,6 +45,7 @@ from __future__ import annotations
 
 import math
 import re
+import warnings
 from collections.abc import Mapping, Sequence
 from typing import Any, NamedTuple, Optional, Union
 
@@ -41,7 +55,13 @@ import optax
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec
 
+from alada_optax import _layout
 from alada_optax import matricize
+# The optimizer modules register their state types' rows of the layout table.
+from alada_optax import adapprox as _adapprox  # pylint: disable=unused-import
+from alada_optax import came as _came  # pylint: disable=unused-import
+from alada_optax import smmf as _smmf  # pylint: disable=unused-import
+from alada_optax import subset_norm as _subset_norm  # pylint: disable=unused-import
 from alada_optax.alada import ScaleByAladaState
 
 __all__ = (
@@ -55,115 +75,13 @@ __all__ = (
     'state_shardings',
 )
 
-# A PartitionSpec entry: None (not sharded), one mesh axis name, or a tuple of
-# them (major to minor).
-SpecEntry = Union[None, str, tuple]
+SpecEntry = _layout.SpecEntry
+merged_axis_entry = _layout.merged_axis_entry
+_spec_entries = _layout.spec_entries
 
 
 def _is_empty(x: Any) -> bool:
   return x is None or isinstance(x, optax.MaskedNode)
-
-
-def _entry_axes(entry: SpecEntry) -> tuple:
-  if entry is None or entry is PartitionSpec.UNCONSTRAINED:
-    return ()
-  if isinstance(entry, (tuple, list)):
-    return tuple(entry)
-  return (entry,)
-
-
-def _as_entry(names: Sequence[Any]) -> SpecEntry:
-  names = tuple(names)
-  if not names:
-    return None
-  return names[0] if len(names) == 1 else names
-
-
-def _spec_entries(spec: PartitionSpec, ndim: int) -> tuple:
-  entries = tuple(spec)
-  if len(entries) > ndim:
-    raise ValueError(f'PartitionSpec {spec} has more entries than the rank'
-                     f' {ndim} of its array')
-  return entries + (None,) * (ndim - len(entries))
-
-
-def merged_axis_entry(
-    sizes: Sequence[int],
-    entries: Sequence[SpecEntry],
-    axis_sizes: Optional[Mapping[str, int]] = None,
-) -> SpecEntry:
-  """The spec entry of an axis merged (row-major) from axes with ``entries``.
-
-  Merging axes of sizes ``s_1, ..., s_k`` into one of size ``prod(s_i)``
-  keeps each device's shard contiguous, with shards in the order of the
-  concatenated mesh axes, only as long as every axis before the last sharded
-  one has one element per device. This returns the concatenated mesh axes of
-  the longest prefix of the axes for which that holds (and that divide
-  evenly); the later axes' shardings are dropped (the merged vector is
-  gathered over those mesh axes, a vector-sized exchange).
-
-  Args:
-    sizes: sizes of the merged axes, major to minor.
-    entries: their PartitionSpec entries.
-    axis_sizes: the mesh's axis sizes (``mesh.shape``). Without it (e.g. for
-      logical axis names) only the first sharded axis can be kept, and only if
-      every axis before it has size 1.
-
-  Returns:
-    A PartitionSpec entry: None, a mesh axis name or a tuple of them.
-  """
-  names: list[Any] = []
-  one_per_device_so_far = True
-  for size, entry in zip(sizes, entries):
-    axes = _entry_axes(entry)
-    if not axes:
-      one_per_device_so_far = one_per_device_so_far and size == 1
-      continue
-    if not one_per_device_so_far:
-      break
-    if axis_sizes is None:
-      names.extend(axes)
-      one_per_device_so_far = size == 1
-      continue
-    shards = math.prod(int(axis_sizes[a]) for a in axes)
-    if size % shards:
-      break
-    names.extend(axes)
-    one_per_device_so_far = size // shards == 1
-  return _as_entry(names)
-
-
-def _leaf_specs(
-    plan: matricize.MatrixPlan,
-    spec: PartitionSpec,
-    axis_sizes: Optional[Mapping[str, int]],
-) -> tuple[PartitionSpec, PartitionSpec, PartitionSpec]:
-  """PartitionSpecs of (p, q, v0/t0) for a leaf with ``plan`` and ``spec``."""
-  entries = _spec_entries(spec, len(plan.shape))
-  batch = tuple(entries[a] for a in plan.batch_axes)
-
-  def merged(axes):
-    return merged_axis_entry(
-        [plan.shape[a] for a in axes], [entries[a] for a in axes], axis_sizes
-    )
-
-  return (
-      PartitionSpec(*batch, merged(plan.row_axes)),
-      PartitionSpec(*batch, merged(plan.col_axes)),
-      PartitionSpec(*batch),
-  )
-
-
-def _check_state_matches_plan(path, plan, p, q, v0) -> None:
-  got = (np.shape(p), np.shape(q), np.shape(v0))
-  want = (plan.row_factor_shape, plan.col_factor_shape, plan.batch_shape)
-  if got != want:
-    raise ValueError(
-        f'alada_optax.sharding: for leaf {jax.tree_util.keystr(path)} of shape'
-        f' {plan.shape} the state has p, q, v0 of shapes {got} but the'
-        f' dimension numbers given here give {want}. Pass the same'
-        ' dimension_numbers as to alada()/scale_by_alada().'
-    )
 
 
 def scale_by_alada_state_specs(
@@ -175,9 +93,10 @@ def scale_by_alada_state_specs(
 ) -> ScaleByAladaState:
   """PartitionSpecs for one :class:`ScaleByAladaState`.
 
-  This is the per-state rule; :func:`state_partition_specs` applies it inside
-  any chain of optax states. It also fits t5x's
-  ``OptaxStatePartitionRules._RULES`` (see docs/scaling_out.md).
+  This is the per-state rule (the layout table's Alada row);
+  :func:`state_partition_specs` applies the table inside any chain of optax
+  states. It also fits t5x's ``OptaxStatePartitionRules._RULES`` (see
+  docs/scaling_out.md).
 
   Args:
     state: a ScaleByAladaState (concrete or abstract, e.g. from
@@ -194,52 +113,9 @@ def scale_by_alada_state_specs(
     A ScaleByAladaState whose leaves are PartitionSpecs (``count`` is
     replicated, ``P()``), and MaskedNode / None where ``state.mu`` has them.
   """
-  mu = state.mu
-  plans = matricize.tree_plans(mu, dimension_numbers)
-  # Align the user's specs with mu: specs are leaves here, so a MaskedNode or
-  # None in mu decides, not the spec tree.
-  is_spec = lambda x: isinstance(x, PartitionSpec) or x is None
-  flat_specs, spec_def = jax.tree.flatten(params_specs, is_leaf=is_spec)
-  flat_mu, mu_def = jax.tree.flatten(mu, is_leaf=_is_empty)
-  if spec_def.num_leaves != mu_def.num_leaves or (
-      jax.tree.structure(jax.tree.unflatten(mu_def, [0] * len(flat_mu)))
-      != jax.tree.structure(jax.tree.unflatten(spec_def, [0] * len(flat_specs)))
-  ):
-    raise ValueError(
-        'alada_optax.sharding: the params specs do not have the structure of'
-        f' the optimizer state\'s params: {spec_def} vs {mu_def}.'
-    )
-  flat_plans = mu_def.flatten_up_to(plans)
-  flat_p = mu_def.flatten_up_to(state.p)
-  flat_q = mu_def.flatten_up_to(state.q)
-  flat_v0 = mu_def.flatten_up_to(state.v0)
-  paths = [k for k, _ in jax.tree_util.tree_leaves_with_path(
-      mu, is_leaf=_is_empty)]
-
-  out = {f: [] for f in ('mu', 'p', 'q', 'v0')}
-  for path, m, spec, plan, p, q, v0 in zip(
-      paths, flat_mu, flat_specs, flat_plans, flat_p, flat_q, flat_v0
-  ):
-    if _is_empty(m):
-      for f in out:
-        out[f].append(m)
-      continue
-    spec = PartitionSpec() if spec is None else spec
-    _check_state_matches_plan(path, plan, p, q, v0)
-    p_spec, q_spec, b_spec = _leaf_specs(plan, spec, axis_sizes)
-    out['mu'].append(PartitionSpec(*_spec_entries(spec, len(plan.shape))))
-    out['p'].append(p_spec)
-    out['q'].append(q_spec)
-    out['v0'].append(b_spec)
-  tree = {f: jax.tree.unflatten(mu_def, v) for f, v in out.items()}
-  return ScaleByAladaState(
-      count=PartitionSpec(),
-      mu=tree['mu'],
-      p=tree['p'],
-      q=tree['q'],
-      v0=tree['v0'],
-      t0=tree['v0'],
-  )
+  return _layout.state_specs(state, params_specs,
+                             dimension_numbers=dimension_numbers,
+                             axis_sizes=axis_sizes)
 
 
 def _matches_params(node: Any, params: Any) -> bool:
@@ -275,16 +151,20 @@ def state_partition_specs(
     dimension_numbers: matricize.DimensionNumbersOrFn = None,
     axis_sizes: Optional[Mapping[str, int]] = None,
 ) -> Any:
-  """PartitionSpecs for a whole optimizer state that contains Alada.
+  """PartitionSpecs for a whole optimizer state of this package's optimizers.
 
-  Works on the state of ``alada(...)`` and of any optax combination around
-  ``scale_by_alada`` (``optax.chain``, ``inject_hyperparams``, ``MultiSteps``,
-  ``masked``, ``multi_transform``, ...): every
-  :class:`~alada_optax.ScaleByAladaState` inside gets
-  :func:`scale_by_alada_state_specs`; any other subtree that is a copy of the
+  Works on the state of ``alada``, ``smmf``, ``came``, ``adamw_snsm`` /
+  ``adamw_sn``, ``adapprox`` (and their ``scale_by_*``) and of any optax
+  combination around them (``optax.chain``, ``inject_hyperparams``,
+  ``MultiSteps``, ``masked``, ``multi_transform``, ...): every state of a
+  type in the layout table (:mod:`alada_optax._layout`; e.g.
+  :class:`~alada_optax.ScaleByAladaState`) gets its row of the table; any
+  other subtree that is a copy of the
   params (MultiSteps' accumulated gradients, another optimizer's moments; a
   MaskedNode may stand for a leaf) gets the params' specs; every other array
-  (counters, hyperparameters, RNG keys) is replicated, ``P()``.
+  (counters, hyperparameters, RNG keys) is replicated, ``P()``, with a
+  warning naming the arrays that are not scalars (a state type the table does
+  not know, e.g. ``optax.adafactor``'s factors).
 
   Args:
     opt_state: the optimizer's state, concrete or abstract
@@ -293,7 +173,7 @@ def state_partition_specs(
       as ``optax.MultiSteps``), whose state is then built abstractly.
     params: the params, or their shapes (``jax.ShapeDtypeStruct``).
     params_specs: a pytree with the params' structure of PartitionSpecs.
-    dimension_numbers: the ``dimension_numbers`` given to Alada.
+    dimension_numbers: the ``dimension_numbers`` given to the optimizer.
     axis_sizes: mesh axis sizes (``mesh.shape``), see
       :func:`merged_axis_entry`.
 
@@ -302,16 +182,19 @@ def state_partition_specs(
   """
   if _is_optimizer(opt_state):
     opt_state = jax.eval_shape(opt_state.init, params)
+  unknown = []
 
-  def walk(node):
-    if isinstance(node, ScaleByAladaState):
-      return scale_by_alada_state_specs(
+  def walk(node, path=()):
+    if _layout.layout_of(node) is not None:
+      return _layout.state_specs(
           node, params_specs, dimension_numbers=dimension_numbers,
-          axis_sizes=axis_sizes,
+          axis_sizes=axis_sizes, params_shapes=params,
       )
     if _is_empty(node):
       return node
     if jax.tree_util.all_leaves([node]):
+      if np.ndim(node) > 0:
+        unknown.append(jax.tree_util.keystr(path) + f' {np.shape(node)}')
       return PartitionSpec()
     if _matches_params(node, params):
       return jax.tree.map(
@@ -320,10 +203,18 @@ def state_partition_specs(
           node, params_specs,
           is_leaf=lambda x: _is_empty(x) or isinstance(x, PartitionSpec),
       )
-    children, treedef = jax.tree.flatten(node, is_leaf=lambda x: x is not node)
-    return jax.tree.unflatten(treedef, [walk(c) for c in children])
+    children, treedef = jax.tree_util.tree_flatten_with_path(
+        node, is_leaf=lambda x: x is not node)
+    return jax.tree.unflatten(
+        treedef, [walk(c, path + k) for k, c in children])
 
-  return walk(opt_state)
+  specs = walk(opt_state)
+  if unknown:
+    warnings.warn(
+        'alada_optax.sharding: these optimizer-state arrays are neither in a'
+        ' state type of the layout table nor copies of the params; they are'
+        ' replicated: ' + ', '.join(unknown), stacklevel=2)
+  return specs
 
 
 def state_shardings(
@@ -334,7 +225,7 @@ def state_shardings(
     dimension_numbers: matricize.DimensionNumbersOrFn = None,
     mesh: Optional[jax.sharding.Mesh] = None,
 ) -> Any:
-  """Shardings for a whole optimizer state that contains Alada.
+  """Shardings for a whole optimizer state (see :func:`state_partition_specs`).
 
   The :class:`~jax.sharding.NamedSharding` version of
   :func:`state_partition_specs`, ready for ``jax.jit(...,
@@ -351,7 +242,7 @@ def state_shardings(
       used.
     params_shardings: a pytree with the params' structure of NamedShardings
       (all on one mesh).
-    dimension_numbers: the ``dimension_numbers`` given to Alada.
+    dimension_numbers: the ``dimension_numbers`` given to the optimizer.
     mesh: the mesh; defaults to the params shardings' mesh.
 
   Returns:
@@ -567,7 +458,7 @@ def sharded_init(
 
   Args:
     tx: the optimizer (e.g. ``alada(...)``), any optax combination of it.
-    dimension_numbers: the ``dimension_numbers`` given to Alada.
+    dimension_numbers: the ``dimension_numbers`` given to the optimizer.
 
   Returns:
     ``tx`` with a new ``init``; ``update`` is unchanged.

@@ -14,8 +14,11 @@ from collections.abc import Callable
 import jax
 import jax.numpy as jnp
 import optax
+from jax.sharding import NamedSharding
+from jax.sharding import PartitionSpec as P
 
 from alada_optax import _alias
+from alada_optax import _layout
 from alada_optax import _validation
 from alada_optax.matricize import square_shape
 
@@ -52,6 +55,15 @@ class ScaleBySMMFState(NamedTuple):
   shape: optax.Updates
 
 
+# The square view's rows and the sign bytes are runs of the flattened leaf:
+# sharded like it where every device holds whole runs; the columns (the
+# shorter side) are replicated.
+_layout.register(ScaleBySMMFState, _layout.StateLayout(
+    {'m_row': _layout.flat_runs, 'm_col': _layout.replicated,
+     'm_sign': _layout.flat_runs, 'v_row': _layout.flat_runs,
+     'v_col': _layout.replicated, 'shape': _layout.replicated}))
+
+
 def _matrix_shape(shape, vector_reshape: bool) -> tuple[int, int]:
   """The rows x cols view of a leaf of this shape.
 
@@ -80,6 +92,30 @@ def _compress(a: jax.Array) -> tuple[jax.Array, jax.Array]:
   return row, col
 
 
+def _square_shardings(g, m_row, m_sign):
+  """PartitionSpecs of the square view, of the flat view and of the leaf on
+  a mesh with explicit axes (all None elsewhere: plain reshapes).
+
+  The square view's rows keep the stored row factor's layout (runs of the
+  flattened leaf, see the layout table), its columns are not sharded; the
+  flat sign bits keep the stored sign bytes' layout. Reshaping the leaf into
+  that view gathers the gradient over the mesh axes the rows do not keep (the
+  columns' shards, and all of them when the factor is replicated): this is
+  the one full-size exchange of SMMF's step, the same amount back for the
+  direction.
+  """
+  leaf = _layout._explicit_sharding(g)
+  if leaf is None:
+    return None, None, None
+  row = _layout._explicit_sharding(m_row)
+  sign = _layout._explicit_sharding(m_sign)
+  row = row.spec[0] if row is not None and len(row.spec) else None
+  sign = sign.spec[0] if sign is not None and len(sign.spec) else None
+  named = lambda *spec: NamedSharding(leaf.mesh, P(*spec))
+  return (named(row, None), named(sign if sign == row else None),
+          named(*leaf.spec))
+
+
 @functools.partial(jax.jit, static_argnames='matrix_shape')
 def _smmf_leaf(
     g: jax.Array,
@@ -105,11 +141,14 @@ def _smmf_leaf(
       jnp.asarray(x, dtype) for x in (beta, eps, decay_rate, growth_rate))
   rows, cols = matrix_shape
   shape = g.shape
-  g = g.astype(dtype).reshape(rows, cols)
+  square, flat, leaf = _square_shardings(g, m_row, m_sign)
+  g = jnp.reshape(g.astype(dtype), (rows, cols), out_sharding=square)
   t = count.astype(dtype) + 1  # the paper's t = 1, 2, ...
 
   # Decompression: M_{t-1} = S o (r_m c_m^T), V_{t-1} = r_v c_v^T.
-  positive = jnp.unpackbits(m_sign, count=rows * cols).reshape(rows, cols)
+  positive = jnp.reshape(
+      jnp.unpackbits(m_sign, count=rows * cols),
+      (rows, cols), out_sharding=square)
   m_abs = m_row[:, None] * m_col[None, :]
   m = jnp.where(positive.astype(bool), m_abs, -m_abs)
   v = v_row[:, None] * v_col[None, :]
@@ -121,13 +160,14 @@ def _smmf_leaf(
   v = beta_v * v + (1 - beta_v) * (g * g)
 
   # Compression: signs to bits, |M| and V to rank-one factors.
-  m_sign = jnp.packbits((m > 0).reshape(-1))
+  m_sign = jnp.packbits(jnp.reshape(m > 0, (-1,), out_sharding=flat))
   m_row, m_col = _compress(jnp.abs(m))
   v_row, v_col = _compress(v)
 
   # The step uses the dense M_t and V_t, before compression.
   direction = m / (jnp.sqrt(v) + eps)
-  return direction.reshape(shape), m_row, m_col, m_sign, v_row, v_col
+  direction = jnp.reshape(direction, shape, out_sharding=leaf)
+  return direction, m_row, m_col, m_sign, v_row, v_col
 
 
 def scale_by_smmf(
@@ -174,7 +214,7 @@ def scale_by_smmf(
     def sign(x):
       return jnp.zeros((-(-math.prod(jnp.shape(x)) // 8),), jnp.uint8)
 
-    return ScaleBySMMFState(
+    return _layout.place(ScaleBySMMFState(
         count=jnp.zeros([], jnp.int32),
         m_row=jax.tree.map(lambda x: factor(x, 0), params),
         m_col=jax.tree.map(lambda x: factor(x, 1), params),
@@ -183,7 +223,7 @@ def scale_by_smmf(
         v_col=jax.tree.map(lambda x: factor(x, 1), params),
         shape=jax.tree.map(
             lambda x: jnp.zeros(jnp.shape(x) + (0,), jnp.uint8), params),
-    )
+    ), params)
 
   def update_fn(updates, state, params=None):
     _validation.check_state_type(state, ScaleBySMMFState, 'scale_by_smmf')
@@ -208,9 +248,9 @@ def scale_by_smmf(
         for i in range(6)
     )
     direction = _validation.cast_updates(direction, updates, params)
-    return direction, ScaleBySMMFState(
+    return direction, _layout.place(ScaleBySMMFState(
         count=optax.safe_increment(state.count), m_row=m_row, m_col=m_col,
-        m_sign=m_sign, v_row=v_row, v_col=v_col, shape=state.shape)
+        m_sign=m_sign, v_row=v_row, v_col=v_col, shape=state.shape), updates)
 
   return optax.GradientTransformation(init_fn, update_fn)
 

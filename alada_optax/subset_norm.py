@@ -33,6 +33,7 @@ import numpy as np
 import optax
 
 from alada_optax import _alias
+from alada_optax import _layout
 from alada_optax import _validation
 from alada_optax import matricize
 
@@ -193,9 +194,14 @@ def subspace_plan(
   return SubspacePlan(shape, rank, plan)
 
 
-def matmul(a: jax.Array, b: jax.Array) -> jax.Array:
-  """``a @ b`` in full float32 precision (no TF32 on GPUs), batched."""
-  return jnp.matmul(a, b, precision=jax.lax.Precision.HIGHEST)
+def matmul(a: jax.Array, b: jax.Array, out_sharding=None) -> jax.Array:
+  """``a @ b`` in full float32 precision (no TF32 on GPUs), batched.
+
+  ``out_sharding``: the product's PartitionSpec on a mesh with explicit axes
+  (None elsewhere), needed where the contracted axis is sharded.
+  """
+  return jnp.matmul(a, b, precision=jax.lax.Precision.HIGHEST,
+                    out_sharding=out_sharding)
 
 
 # -- tree plumbing and checks --------------------------------------------------
@@ -252,7 +258,11 @@ def _subspace_momentum_numerator(g, mu, proj, count, b1, gap,
     return mu / (1 - b1 ** (count + 1).astype(dtype)), mu, proj
 
   plan, r, right = sp.plan, sp.rank, sp.side == 'right'
-  G = plan.to_matrix(g)
+  # On a mesh with explicit axes: G sharded as the matrix view of g, the
+  # Gram matrix (short x short) all-reduced to every device, P kept where
+  # the layout table stores it, P^T G reduced into the momentum's layout.
+  # Only low-rank and short x short values move; G never does.
+  G = _layout.to_matrix(plan, g)
   since = count % gap
   refresh = since == 0
 
@@ -265,17 +275,21 @@ def _subspace_momentum_numerator(g, mu, proj, count, b1, gap,
     scale = jnp.max(jnp.abs(G), axis=(-2, -1), keepdims=True)
     a = G / jnp.where(scale > 0, scale, 1)
     a_t = jnp.swapaxes(a, -1, -2)
-    _, vectors = jnp.linalg.eigh(matmul(a_t, a) if right else matmul(a, a_t))
-    return vectors[..., :, ::-1][..., :, :r]
+    gram = _layout.gathered(a)
+    _, vectors = jnp.linalg.eigh(matmul(a_t, a, gram) if right
+                                 else matmul(a, a_t, gram))
+    return matricize.match_sharding(vectors[..., :, ::-1][..., :, :r], proj)
 
   proj = jax.lax.cond(refresh, top_singular_vectors, lambda: proj)
   proj_t = jnp.swapaxes(proj, -1, -2)
-  low = matmul(G, proj) if right else matmul(proj_t, G)
+  mu_spec = _layout.explicit_spec(mu)
+  low = (matmul(G, proj, mu_spec) if right
+         else matmul(proj_t, G, mu_spec))
   back = (lambda x: matmul(x, proj_t)) if right else (lambda x: matmul(proj, x))
   mu = b1 * jnp.where(refresh, 0, mu) + (1 - b1) * low
   bc1 = 1 - b1 ** (since + 1).astype(dtype)
   numerator = back(mu / bc1) + (G - back(low))
-  return plan.from_matrix(numerator), mu, proj
+  return _layout.from_matrix(plan, numerator, g), mu, proj
 
 
 @functools.partial(jax.jit, static_argnames='sn')
@@ -336,6 +350,10 @@ class ScaleBySubsetNormState(NamedTuple):
   nu: optax.Updates
 
 
+_layout.register(ScaleBySubsetNormState, _layout.StateLayout(
+    {'nu': _layout.subsets}))
+
+
 def scale_by_subset_norm(
     b2: jax.typing.ArrayLike = 0.999,
     eps: jax.typing.ArrayLike = 1e-6,
@@ -383,12 +401,12 @@ def scale_by_subset_norm(
   def init_fn(params):
     _validation.check_float_leaves(params, 'parameter', name)
     plans = plans_for(params)
-    return ScaleBySubsetNormState(
+    return _layout.place(ScaleBySubsetNormState(
         count=jnp.zeros([], jnp.int32),
         nu=jax.tree.map(
             lambda x, sn: jnp.zeros(sn.acc_shape,
                                     _validation.factor_dtype(x.dtype)),
-            params, plans))
+            params, plans)), params, dimension_numbers)
 
   def update_fn(updates, state, params=None):
     _validation.check_state_type(state, ScaleBySubsetNormState, name)
@@ -403,8 +421,9 @@ def scale_by_subset_norm(
         lambda g, n, sn: _sn_leaf(g, n, state.count, b2, eps, sn),
         treedef, 2, updates, state.nu, plans)
     direction = _validation.cast_updates(direction, updates, params)
-    return direction, ScaleBySubsetNormState(
-        count=optax.safe_increment(state.count), nu=nu)
+    return direction, _layout.place(ScaleBySubsetNormState(
+        count=optax.safe_increment(state.count), nu=nu), updates,
+        dimension_numbers)
 
   return optax.GradientTransformation(init_fn, update_fn)
 
@@ -427,6 +446,10 @@ class ScaleBySubspaceMomentumState(NamedTuple):
   count: jax.Array
   mu: optax.Updates
   proj: optax.Updates
+
+
+_layout.register(ScaleBySubspaceMomentumState, _layout.StateLayout(
+    {'mu': _layout.subspace_momentum, 'proj': _layout.subspace_projector}))
 
 
 def _sm_init(params, plans, mu_dtype):
@@ -495,8 +518,9 @@ def scale_by_subspace_momentum(
   def init_fn(params):
     _validation.check_float_leaves(params, 'parameter', name)
     mu, proj = _sm_init(params, plans_for(params), mu_dtype)
-    return ScaleBySubspaceMomentumState(
-        count=jnp.zeros([], jnp.int32), mu=mu, proj=proj)
+    return _layout.place(ScaleBySubspaceMomentumState(
+        count=jnp.zeros([], jnp.int32), mu=mu, proj=proj), params,
+        dimension_numbers)
 
   def update_fn(updates, state, params=None):
     _validation.check_state_type(state, ScaleBySubspaceMomentumState, name)
@@ -513,9 +537,10 @@ def scale_by_subspace_momentum(
                                      update_proj_gap, sp),
         treedef, 3, updates, state.mu, state.proj, plans)
     direction = _validation.cast_updates(direction, updates, params)
-    return direction, ScaleBySubspaceMomentumState(
+    return direction, _layout.place(ScaleBySubspaceMomentumState(
         count=optax.safe_increment(state.count),
-        mu=optax.tree.cast_like(mu, state.mu), proj=proj)
+        mu=optax.tree.cast_like(mu, state.mu), proj=proj), updates,
+        dimension_numbers)
 
   return optax.GradientTransformation(init_fn, update_fn)
 
@@ -538,6 +563,11 @@ class ScaleByAdamSNSMState(NamedTuple):
   mu: optax.Updates
   proj: optax.Updates
   nu: optax.Updates
+
+
+_layout.register(ScaleByAdamSNSMState, _layout.StateLayout(
+    {'mu': _layout.subspace_momentum, 'proj': _layout.subspace_projector,
+     'nu': _layout.subsets}))
 
 
 def scale_by_adam_snsm(
@@ -601,12 +631,12 @@ def scale_by_adam_snsm(
     _validation.check_float_leaves(params, 'parameter', name)
     sm_plans, sn_plans = plans_for(params)
     mu, proj = _sm_init(params, sm_plans, mu_dtype)
-    return ScaleByAdamSNSMState(
+    return _layout.place(ScaleByAdamSNSMState(
         count=jnp.zeros([], jnp.int32), mu=mu, proj=proj,
         nu=jax.tree.map(
             lambda x, sn: jnp.zeros(sn.acc_shape,
                                     _validation.factor_dtype(x.dtype)),
-            params, sn_plans))
+            params, sn_plans)), params, dimension_numbers)
 
   def update_fn(updates, state, params=None):
     _validation.check_state_type(state, ScaleByAdamSNSMState, name)
@@ -625,9 +655,10 @@ def scale_by_adam_snsm(
         treedef, 4, updates, state.mu, state.proj, state.nu, sm_plans,
         sn_plans)
     direction = _validation.cast_updates(direction, updates, params)
-    return direction, ScaleByAdamSNSMState(
+    return direction, _layout.place(ScaleByAdamSNSMState(
         count=optax.safe_increment(state.count),
-        mu=optax.tree.cast_like(mu, state.mu), proj=proj, nu=nu)
+        mu=optax.tree.cast_like(mu, state.mu), proj=proj, nu=nu), updates,
+        dimension_numbers)
 
   return optax.GradientTransformation(init_fn, update_fn)
 

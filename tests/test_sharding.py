@@ -328,3 +328,90 @@ def test_sharded_example_runs():
   assert '8 devices' in proc.stdout
   assert 'Alada update alone' in proc.stdout
   assert 'step    1  loss' in proc.stdout
+
+
+# -- the plain optax pattern, all five optimizers, both mesh modes -----------
+
+_PLAIN_NAMES = ('alada', 'smmf', 'came', 'adamw_snsm', 'adapprox',
+                'adamw_snsm_rank2', 'adapprox_factored')
+
+
+@pytest.fixture(scope='module')
+def plain(tmp_path_factory):
+  out = tmp_path_factory.mktemp('plain') / 'results.json'
+  env = dict(os.environ)
+  env.pop('JAX_PLATFORMS', None)
+  proc = subprocess.run(
+      [sys.executable, '-m', 'tests.plain_sharding_checks', str(out)],
+      cwd=REPO, env=env, capture_output=True, text=True, timeout=900,
+      check=False)
+  if proc.returncode:
+    raise AssertionError(
+        f'tests.plain_sharding_checks failed:\n{proc.stdout}\n{proc.stderr}')
+  with open(out) as f:
+    return json.load(f)
+
+
+@pytest.mark.parametrize('mode', ['explicit', 'auto'])
+@pytest.mark.parametrize('name', _PLAIN_NAMES)
+def test_plain_pattern_matches_one_device(plain, mode, name):
+  """jit(tx.init)(params), then a jitted update: runs, equals 1 device."""
+  assert plain['device_count'] == 8
+  row = plain[mode][name]
+  assert row['error'] is None, row['error']
+  assert row['max_rel_dev_params'] < 1e-5
+  assert row['max_rel_dev_state'] < 1e-5
+
+
+@pytest.mark.parametrize('name', _PLAIN_NAMES)
+def test_explicit_init_lays_out_the_state(plain, name):
+  """On explicit axes (jax.make_mesh's default) init itself gives the table's
+  layout, factors sharded along the param axes they come from, and update
+  keeps it."""
+  assert plain['default_axis_types'] == ['AxisType.Explicit'] * 2
+  row = plain['explicit'][name]
+  assert row['init_layout_ok'] and row['layout_after_steps_ok']
+  want = {'alada': "[0].p['w']", 'smmf': "[0].m_row['w']",
+          'came': "[0].v_col['w']", 'adamw_snsm': "[0].nu['w']",
+          'adapprox': "[0].nu['w']", 'adamw_snsm_rank2': "[0].proj['w']",
+          'adapprox_factored': "[0].u['w']"}[name]
+  assert want in row['sharded_state_leaves']
+
+
+@pytest.mark.parametrize('name', _PLAIN_NAMES)
+def test_auto_axes_sharded_init_lays_out_the_state(plain, name):
+  row = plain['auto'][name]
+  assert row['sharded_init_layout_ok'] and row['layout_after_steps_ok']
+
+
+@pytest.mark.parametrize('mode', ['explicit', 'auto'])
+@pytest.mark.parametrize('name', ['alada', 'came', 'adamw_snsm', 'adapprox'])
+def test_plain_pattern_moves_only_vectors(plain, mode, name):
+  """With the defaults (no matrix method at these sizes) nothing larger than
+  a factor (32 floats here) crosses devices."""
+  assert plain[mode][name]['largest_collective'][0] <= 32
+
+
+def test_table_covers_all_optimizers_and_chains(plain):
+  table = plain['table']
+  expect = {
+      'alada': {"[0].p['w']": "P('data',)", "[0].q['w']": "P('model',)",
+                "[0].mu['w3']": "P(None, 'data', 'model')"},
+      'smmf': {"[0].m_row['w']": "P('data',)", "[0].m_sign['b']":
+               "P('model',)", "[0].m_col['w']": 'P(None,)'},
+      'came': {"[0].v_row['w3']": "P(None, 'data')",
+               "[0].res_col['w']": "P('model',)"},
+      'adamw_snsm': {"[0].nu['w']": "P('model',)",
+                     "[0].mu['w']": "P('data', 'model')"},
+      'adamw_snsm_rank2': {"[0].proj['w']": "P('data', None)",
+                           "[0].mu['w']": "P(None, 'model')"},
+      'adapprox_factored': {"[0].q['w']": "P('data', None)",
+                            "[0].u['w3']": "P('model', None)"},
+      'chain_smmf': {"[1].inner_state[0].v_row['w']": "P('data',)"},
+  }
+  for name, specs in expect.items():
+    for key, spec in specs.items():
+      assert table[name]['specs'][key] == spec, (name, key)
+    assert not table[name]['warnings'], name
+  # A state type the table does not know is named, not silently replicated.
+  assert any("v_row['w']" in w for w in table['adafactor_warnings'])
