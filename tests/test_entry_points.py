@@ -163,3 +163,25 @@ def test_readme_test_command_is_what_ci_runs():
   with open(os.path.join(REPO, '.ci', 'run'), encoding='utf-8') as f:
     ci = [line.strip() for line in f if line.strip() and not line.startswith('#')]
   assert ci[-1] == command
+
+
+def test_quick_safeguard_benchmark(tmp_path):
+  """benchmarks.safeguard --quick: its tables, under out/, checkout clean."""
+  before = _git_status()
+  proc = subprocess.run(
+      [sys.executable, '-m', 'benchmarks.safeguard', '--quick'],
+      cwd=tmp_path, env=_env(), capture_output=True, text=True, timeout=600)
+  assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+  out = tmp_path / 'out' / 'safeguard'
+  report = (out / 'safeguard.md').read_text()
+  rows = {line.split('|')[1].strip(): line for line in report.splitlines()
+          if line.startswith('| alada')}
+  # The default bounds the rare row's steps; the paper's mode does not.
+  rare = [line for line in report.splitlines()[:8] if line.startswith('| alada')]
+  assert rare[0].split('|')[2].strip() == '1', rare
+  assert float(rare[1].split('|')[2]) > 1, rare
+  assert {'alada', 'alada (paper)'} <= set(rows)
+  assert (out / 'safeguard.png').is_file() and (out / 'safeguard.json').is_file()
+  after = _git_status()
+  if before is not None:
+    assert after == before, f'the run changed the checkout:\n{after}'
