@@ -458,3 +458,12 @@ class TestAladaTransform(transform_checks.TransformChecks):
   NAME = 'scale_by_alada'
   INJECT_KWARGS = dict(learning_rate=0.05, b1=0.8, b2=0.85, weight_decay=1e-2,
                        step_bound=0.5)
+
+
+def test_docstring_examples():
+  """The examples in alada's docstrings run and print what they show."""
+  import doctest  # pylint: disable=g-import-not-at-top
+  import importlib  # pylint: disable=g-import-not-at-top
+  module = importlib.import_module('alada_optax.alada')
+  result = doctest.testmod(module, verbose=False)
+  assert result.attempted > 0 and result.failed == 0, result
