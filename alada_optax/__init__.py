@@ -1,5 +1,6 @@
 """alada_optax: memory-efficient adaptive optimizers for optax, starting with Alada."""
 
+from alada_optax import hlo
 from alada_optax import sharding
 from alada_optax.adapprox import ScaleByAdapproxState
 from alada_optax.adapprox import adapprox
@@ -11,12 +12,9 @@ from alada_optax.came import ScaleByCAMEState
 from alada_optax.came import came
 from alada_optax.came import scale_by_came
 from alada_optax.matricize import MatrixDimensionNumbers
-from alada_optax.matricize import MatrixPlan
-from alada_optax.matricize import plan_for
 from alada_optax.smmf import ScaleBySMMFState
 from alada_optax.smmf import scale_by_smmf
 from alada_optax.smmf import smmf
-from alada_optax.smmf import square_shape
 from alada_optax.subset_norm import ScaleByAdamSNSMState
 from alada_optax.subset_norm import ScaleBySubsetNormState
 from alada_optax.subset_norm import ScaleBySubspaceMomentumState
@@ -28,30 +26,30 @@ from alada_optax.subset_norm import scale_by_subspace_momentum
 
 __version__ = '0.1.0'
 
+# Public API, sorted. matricize's plans (MatrixPlan, plan_for) and SMMF's
+# square_shape are internals: import them from their modules.
 __all__ = (
     'MatrixDimensionNumbers',
     'ScaleByAdamSNSMState',
     'ScaleByAdapproxState',
+    'ScaleByAladaState',
+    'ScaleByCAMEState',
+    'ScaleBySMMFState',
     'ScaleBySubsetNormState',
     'ScaleBySubspaceMomentumState',
     'adamw_sn',
     'adamw_snsm',
     'adapprox',
-    'scale_by_adam_snsm',
-    'scale_by_adapprox',
-    'scale_by_subset_norm',
-    'scale_by_subspace_momentum',
-    'sharding',
-    'MatrixPlan',
-    'ScaleByAladaState',
-    'ScaleByCAMEState',
-    'ScaleBySMMFState',
     'alada',
     'came',
-    'plan_for',
+    'hlo',
+    'scale_by_adam_snsm',
+    'scale_by_adapprox',
     'scale_by_alada',
     'scale_by_came',
     'scale_by_smmf',
+    'scale_by_subset_norm',
+    'scale_by_subspace_momentum',
+    'sharding',
     'smmf',
-    'square_shape',
 )

@@ -35,6 +35,7 @@ from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
 import alada_optax
+from alada_optax import hlo as hlo_lib
 from alada_optax import sharding as ash
 
 # name: (shape, spec on the ('data', 'model') = 2 x 4 mesh)
@@ -122,10 +123,10 @@ def run_mode(axis_type, params0, grads, reference):
           step = jax.jit(_step(tx))  # shardings in types: nothing to say
         step = step.lower(params, state, params).compile()
         hlo = step.as_text()
-        row['collective_bytes_per_step'] = ash.hlo_collective_bytes_per_step(
+        row['collective_bytes_per_step'] = hlo_lib.hlo_collective_bytes_per_step(
             hlo)
         row['largest_collective'] = max(
-            [[c.elements, c.op] for c in ash.hlo_collectives(hlo)],
+            [[c.elements, c.op] for c in hlo_lib.hlo_collectives(hlo)],
             default=[0, None])
         for g in grads:
           params, state = step(params, state, jax.device_put(g, psh))

@@ -41,6 +41,7 @@ from jax.sharding import PartitionSpec as P
 import alada_optax
 from alada_optax import MatrixDimensionNumbers as MDN
 from alada_optax import matricize
+from alada_optax import hlo as hlo_lib
 from alada_optax import sharding as ash
 
 # name: (shape, PartitionSpec on the ('x', 'y') = 2 x 4 mesh, dimension numbers)
@@ -181,14 +182,14 @@ def main(out_path, materialize=False):
   compiled = sharded_step.lower(params, state, params).compile()
   sharded_step = compiled  # run what was inspected, and compile once
   hlo = compiled.as_text()
-  coll = ash.hlo_collectives(hlo)
+  coll = hlo_lib.hlo_collectives(hlo)
   results['collectives'] = [
       [c.op, [[dt, list(s)] for dt, s in c.shapes], c.elements, c.bytes]
       for c in coll
   ]
   results['collective_bytes_static'] = sum(c.bytes for c in coll)
   results['collective_bytes_per_step_bound'] = (
-      ash.hlo_collective_bytes_per_step(hlo))
+      hlo_lib.hlo_collective_bytes_per_step(hlo))
   plans = matricize.tree_plans(params0, dim_nums)
   results['largest_factor_elements'] = max(
       max(math.prod(pl.row_factor_shape), math.prod(pl.col_factor_shape))
@@ -334,7 +335,7 @@ def _explicit_axes(params0, want_params):
       jitted = jax.jit(step, in_shardings=(psh, ssh, psh),
                        out_shardings=(psh, ssh)).lower(
                            params, state, params).compile()
-      coll = ash.hlo_collectives(jitted.as_text())
+      coll = hlo_lib.hlo_collectives(jitted.as_text())
       for t in range(STEPS):
         params, state = jitted(params, state, jax.device_put(_grads(t), psh))
   except Exception as e:  # pylint: disable=broad-except

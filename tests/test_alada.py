@@ -467,3 +467,11 @@ def test_docstring_examples():
   module = importlib.import_module('alada_optax.alada')
   result = doctest.testmod(module, verbose=False)
   assert result.attempted > 0 and result.failed == 0, result
+
+
+def test_public_api_is_sorted_and_importable():
+  assert list(alada_optax.__all__) == sorted(alada_optax.__all__)
+  for name in alada_optax.__all__:
+    assert hasattr(alada_optax, name), name
+  for internal in ('MatrixPlan', 'plan_for', 'square_shape'):
+    assert internal not in alada_optax.__all__

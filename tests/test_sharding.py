@@ -24,6 +24,7 @@ from jax.sharding import PartitionSpec as P
 import alada_optax
 from alada_optax import MatrixDimensionNumbers as MDN
 from alada_optax import ScaleByAladaState
+from alada_optax import hlo as hlo_lib
 from alada_optax import sharding as ash
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -206,13 +207,13 @@ def test_hlo_collectives_parser():
       'branch_computations={%branch_a, %branch_b}',
       '}',
   ])
-  coll = ash.hlo_collectives(hlo)
+  coll = hlo_lib.hlo_collectives(hlo)
   assert [(c.op, c.elements, c.bytes, c.computation) for c in coll] == [
       ('all-reduce', 8, 32, 'branch_a'),
       ('all-gather', 128, 512, 'branch_b'),
       ('all-reduce', 6, 20, 'main'),
   ]
-  assert ash.hlo_collective_bytes_per_step(hlo) == 20 + 512
+  assert hlo_lib.hlo_collective_bytes_per_step(hlo) == 20 + 512
 
 
 # -- 8 simulated devices, in a subprocess -------------------------------------

@@ -39,6 +39,7 @@ from jax.sharding import PartitionSpec as P
 
 import alada_optax
 from alada_optax import MatrixDimensionNumbers
+from alada_optax import hlo as alada_hlo
 from alada_optax import sharding as alada_sharding
 
 STACKED = ('w_heads', 'w_merge', 'w_up', 'w_down', 'scale')
@@ -108,13 +109,13 @@ def forward(params: dict[str, jax.Array], x: jax.Array) -> jax.Array:
 
 
 def _print_collectives(what: str, hlo: str) -> None:
-  collectives = alada_sharding.hlo_collectives(hlo)
+  collectives = alada_hlo.hlo_collectives(hlo)
   largest = max(collectives, key=lambda c: c.elements, default=None)
   kinds = sorted({c.op for c in collectives})
   by_kind = ', '.join(
       f'{sum(c.op == k for c in collectives)} {k}' for k in kinds)
   print(f'{what}: {len(collectives)} collectives ({by_kind}),'
-        f' {alada_sharding.hlo_collective_bytes_per_step(hlo):,} bytes per'
+        f' {alada_hlo.hlo_collective_bytes_per_step(hlo):,} bytes per'
         ' device per step (costliest branch of each cond; a loop body'
         ' counted once); largest: '
         f'{largest.op if largest else "-"} of'
