@@ -20,7 +20,7 @@ For Adam, Adafactor, Alada (fp32 momentum) and Alada with bf16 momentum
 2. the optimizer update alone on GPT-2-small's params (``harness.update_step``,
    donated, in one subprocess, interleaved rounds): median time, XLA's
    ``cost_analysis()`` 'bytes accessed' per parameter and the number of fusions
-   in the compiled program (:func:`count_fusions`);
+   in the compiled program (:func:`benchmarks.harness.count_fusions`);
 3. the MiniLM-L6 sentence-polarity fine-tune of ``examples/text_classification``
    at a GPU-sized budget (all weights trained), Adam and Alada, through
    ``train.train_and_evaluate`` in a subprocess.
@@ -208,52 +208,6 @@ def _timing(t) -> dict[str, Any]:
           'seconds': t.seconds}
 
 
-def count_fusions(hlo_text: str) -> dict[str, int]:
-  """Fusion instructions in a compiled program's HLO (``compiled.as_text()``).
-
-  Each ``fusion`` instruction is one kernel that XLA emitted for a group of
-  element-wise ops, reductions etc. (matmuls and other library calls are
-  ``custom-call``s, not counted). An instruction reads
-  ``%name = type fusion(operands), kind=..., calls=%fused_computation``, so its
-  opcode is the text ``fusion(`` after a blank; operand names (``%fusion.3``)
-  and ``calls=`` never match that.
-
-  'entry' counts the fusions at the top level of the ENTRY computation: one
-  kernel launch each per step. What ENTRY runs through other computations is
-  counted apart, as 'entry_control': its ``conditional(`` (``lax.cond`` and
-  ``lax.switch``: Alada picks which factor to refit with one), ``while(`` and
-  ``call(`` instructions (on a GPU, XLA may move runs of fusions into command
-  buffers, CUDA graphs, that ENTRY then calls). 'module' counts every fusion
-  instruction of the module, those inside these computations included: all
-  branches of a conditional count, though one runs per step.
-  """
-  entry = total = control = 0
-  in_entry = False
-  for line in hlo_text.splitlines():
-    if line.startswith('ENTRY '):
-      in_entry = True
-      continue
-    if in_entry and line.startswith('}'):
-      in_entry = False
-    if re.search(r'\sfusion\(', line):
-      total += 1
-      entry += in_entry
-    elif in_entry and re.search(r'\s(conditional|while|call)\(', line):
-      control += 1
-  return {'entry': entry, 'entry_control': control, 'module': total}
-
-
-def _bytes_accessed(compiled) -> float | None:
-  try:
-    cost = compiled.cost_analysis()
-  except Exception:  # pylint: disable=broad-except
-    return None
-  if isinstance(cost, (list, tuple)):
-    cost = cost[0] if cost else None
-  value = (cost or {}).get('bytes accessed')
-  return None if value is None else float(value)
-
-
 def one_compile(args) -> dict[str, Any]:
   """Compiles every train step into the cache, on ``compile_jobs`` threads."""
   _jax_setup(args)
@@ -318,14 +272,14 @@ def one_update(args) -> dict[str, Any]:
                                   args.update_warmup, args.update_rounds)
   rows = []
   for n, prog in programs.items():
-    accessed = _bytes_accessed(prog.compiled)
+    accessed = harness.bytes_accessed(prog.compiled)
     rows.append({
         'optimizer': OPTIMIZERS[n], 'params': n_params,
         'time': _timing(results[n]['time']),
         'bytes_accessed': accessed,
         'bytes_accessed_per_param': (None if accessed is None
                                      else accessed / n_params),
-        'fusions': count_fusions(prog.compiled.as_text()),
+        'fusions': harness.count_fusions(prog.compiled.as_text()),
         'compiled_peak': prog.memory.peak, 'compile_s': prog.compile_s})
   return {'rows': rows, **_device()}
 

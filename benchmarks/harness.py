@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import dataclasses
+import re
 import statistics
 import time
 from collections.abc import Callable
@@ -212,3 +213,52 @@ def time_programs(programs: dict[str, Program], opts, params, third,
   timings = time_interleaved(runners, warmup, rounds)
   return {n: {'memory': prog.memory, 'time': timings[n],
               'compile_s': prog.compile_s} for n, prog in programs.items()}
+
+
+# -- what the compiled program does ------------------------------------------
+
+def count_fusions(hlo_text: str) -> dict[str, int]:
+  """Fusion instructions in a compiled program's HLO (``compiled.as_text()``).
+
+  Each ``fusion`` instruction is one kernel that XLA emitted for a group of
+  element-wise ops, reductions etc. (matmuls and other library calls are
+  ``custom-call``s, not counted). An instruction reads
+  ``%name = type fusion(operands), kind=..., calls=%fused_computation``, so its
+  opcode is the text ``fusion(`` after a blank; operand names (``%fusion.3``)
+  and ``calls=`` never match that.
+
+  'entry' counts the fusions at the top level of the ENTRY computation: one
+  kernel launch each per step. What ENTRY runs through other computations is
+  counted apart, as 'entry_control': its ``conditional(`` (``lax.cond`` and
+  ``lax.switch``: Alada picks which factor to refit with one), ``while(`` and
+  ``call(`` instructions (on a GPU, XLA may move runs of fusions into command
+  buffers, CUDA graphs, that ENTRY then calls). 'module' counts every fusion
+  instruction of the module, those inside these computations included: all
+  branches of a conditional count, though one runs per step.
+  """
+  entry = total = control = 0
+  in_entry = False
+  for line in hlo_text.splitlines():
+    if line.startswith('ENTRY '):
+      in_entry = True
+      continue
+    if in_entry and line.startswith('}'):
+      in_entry = False
+    if re.search(r'\sfusion\(', line):
+      total += 1
+      entry += in_entry
+    elif in_entry and re.search(r'\s(conditional|while|call)\(', line):
+      control += 1
+  return {'entry': entry, 'entry_control': control, 'module': total}
+
+
+def bytes_accessed(compiled) -> float | None:
+  """XLA's ``cost_analysis()`` 'bytes accessed' of a compiled program."""
+  try:
+    cost = compiled.cost_analysis()
+  except Exception:  # pylint: disable=broad-except
+    return None
+  if isinstance(cost, (list, tuple)):
+    cost = cost[0] if cost else None
+  value = (cost or {}).get('bytes accessed')
+  return None if value is None else float(value)

@@ -101,9 +101,35 @@ def bench_update(model, names, jobs, warmup, rounds, log) -> dict[str, Any]:
   params = harness.concrete_params(model)
   results = harness.time_programs(programs, opts, params,
                                   harness.fake_grads(params), warmup, rounds)
+  size = sum(x.size for x in jax.tree.leaves(abstract))
   for n in names:
+    accessed = harness.bytes_accessed(programs[n].compiled)
+    results[n]['bytes_per_param'] = (None if accessed is None
+                                     else accessed / size)
+    results[n]['fusions'] = harness.count_fusions(
+        programs[n].compiled.as_text())
     log(f'  {n}: {results[n]["time"].median * 1e3:,.1f} ms')
   return results
+
+
+def update_cost_table(update) -> list[str]:
+  """What XLA compiled for the update alone: bytes and kernels per step."""
+  lines = ['XLA\'s view of the same update programs (`compiled.cost_analysis()`'
+           '\'s bytes accessed, per parameter; fusions: kernels at the top '
+           'level of the program, plus those inside its conditionals, of which '
+           'one branch runs per step; see `benchmarks.harness.count_fusions`):',
+           '', '| optimizer | ms (median) | / Adam | bytes accessed / param '
+           '| fusions: top level | conditionals | fusions: all |',
+           '|---|---:|---:|---:|---:|---:|---:|']
+  adam = update['Adam']['time'].median
+  for n, r in update.items():
+    b = r.get('bytes_per_param')
+    f = r.get('fusions') or {}
+    lines.append(
+        f'| {n} | {r["time"].median * 1e3:,.1f} | {r["time"].median / adam:.2f}'
+        f' | {"n/a" if b is None else f"{b:.1f}"} | {f.get("entry", "")}'
+        f' | {f.get("entry_control", "")} | {f.get("module", "")} |')
+  return lines + ['']
 
 
 # -- formatting ---------------------------------------------------------------
@@ -234,6 +260,8 @@ def markdown(results, info, args, seconds) -> str:
     sections.append(('GPT-2-shaped update alone', results['update']))
   if sections:
     lines += ['## Step time', ''] + time_table(sections)
+  if 'update' in results:
+    lines += update_cost_table(results['update'])
   if results.get('sweep'):
     lines += ['## Scaling with the MLP width', '',
               f'{results["sweep_name"]}; time is the median train-step time.', '']

@@ -16,6 +16,7 @@ import sys
 import pytest
 
 from benchmarks import gpu
+from benchmarks import harness
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 NAMES = ['Adam', 'Adafactor', 'Alada', 'Alada, bf16 M']
@@ -124,5 +125,5 @@ ENTRY %main (x: f32[4], i: s32[]) -> (f32[4], f32[4]) {
 
 
 def test_count_fusions():
-  assert gpu.count_fusions(HLO) == {'entry': 2, 'entry_control': 1,
+  assert harness.count_fusions(HLO) == {'entry': 2, 'entry_control': 1,
                                     'module': 3}
