@@ -162,7 +162,7 @@ def corpus(seq: int, eval_rows: int, heldout_sentences: int) -> Corpus:
 # -- the LM training program ----------------------------------------------------
 
 def lm_program(model: models_lib.Model, opt: optax.GradientTransformation,
-               steps: int, warmup: int):
+               steps: int, warmup: int, step_stats: bool = False):
   """``(params, state, key, stream, heldout) -> (heldout loss, train losses)``.
 
   ``steps`` steps on batches of random windows of ``stream`` (drawn from
@@ -170,6 +170,10 @@ def lm_program(model: models_lib.Model, opt: optax.GradientTransformation,
   ``inject_hyperparams`` optimizer: ``state.hyperparams['learning_rate']`` is
   the peak rate, reached by a linear warmup over ``warmup`` steps from 0 and
   decayed linearly to 0 at ``steps`` (the examples' schedule).
+
+  With ``step_stats`` it also returns, averaged over the steps after the
+  first (whose lr is 0), the mean per-entry ``|update| / lr`` and the
+  fraction of entries with ``|update| >= lr``.
   """
   batch, seq = model.config['batch'], model.config['seq']
   shape = optax.join_schedules(
@@ -179,21 +183,33 @@ def lm_program(model: models_lib.Model, opt: optax.GradientTransformation,
   def run(params, state, key, stream, heldout):
     peak = state.hyperparams['learning_rate']
 
+    size = sum(x.size for x in jax.tree.leaves(params))
+
     def step(carry, i):
       params, state = carry
+      lr = peak * shape(i)
       state = state._replace(hyperparams={
-          **state.hyperparams, 'learning_rate': peak * shape(i)})
+          **state.hyperparams, 'learning_rate': lr})
       starts = jax.random.randint(jax.random.fold_in(key, i), (batch,), 0,
                                   stream.shape[0] - seq - 1)
       tokens = stream[starts[:, None] + jnp.arange(seq + 1)].astype(jnp.int32)
       loss, grads = jax.value_and_grad(model.loss)(params, tokens)
       updates, state = opt.update(grads, state, params)
-      return (optax.apply_updates(params, updates), state), loss
+      out = loss
+      if step_stats:
+        ratio = [jnp.abs(u) / jnp.maximum(lr, 1e-30)
+                 for u in jax.tree.leaves(updates)]
+        out = (loss, sum(jnp.sum(r) for r in ratio) / size,
+               sum(jnp.sum(r >= 1 - 1e-6) for r in ratio) / size)
+      return (optax.apply_updates(params, updates), state), out
 
-    (params, _), losses = jax.lax.scan(step, (params, state), jnp.arange(steps))
+    (params, _), out = jax.lax.scan(step, (params, state), jnp.arange(steps))
     chunks = heldout.reshape(-1, batch, heldout.shape[-1])
     held = jnp.mean(jax.lax.map(lambda rows: model.loss(params, rows), chunks))
-    return held, losses
+    if not step_stats:
+      return held, out
+    losses, mean, at_lr = out
+    return held, losses, jnp.mean(mean[1:]), jnp.mean(at_lr[1:])
 
   return run
 

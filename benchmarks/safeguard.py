@@ -125,43 +125,6 @@ def update_cost(quick: bool, rounds: int, log=print) -> dict[str, Any]:
   return {'model': model.name, 'rounds': rounds, 'rows': out}
 
 
-def lm_program(model, opt, steps: int, warmup: int):
-  """:func:`benchmarks.methods.lm_program` that also returns, per step, the
-  mean ``|update| / lr`` and the fraction of entries with ``|update| >= lr``."""
-  batch, seq = model.config['batch'], model.config['seq']
-  shape = optax.join_schedules(
-      [optax.linear_schedule(0.0, 1.0, warmup),
-       optax.linear_schedule(1.0, 0.0, steps - warmup)], [warmup])
-
-  def run(params, state, key, stream, heldout):
-    peak = state.hyperparams['learning_rate']
-    size = sum(x.size for x in jax.tree.leaves(params))
-
-    def step(carry, i):
-      params, state = carry
-      lr = peak * shape(i)
-      state = state._replace(hyperparams={
-          **state.hyperparams, 'learning_rate': lr})
-      starts = jax.random.randint(jax.random.fold_in(key, i), (batch,), 0,
-                                  stream.shape[0] - seq - 1)
-      tokens = stream[starts[:, None] + jnp.arange(seq + 1)].astype(jnp.int32)
-      loss, grads = jax.value_and_grad(model.loss)(params, tokens)
-      updates, state = opt.update(grads, state, params)
-      ratio = [jnp.abs(u) / jnp.maximum(lr, 1e-30) for u in jax.tree.leaves(updates)]
-      mean = sum(jnp.sum(r) for r in ratio) / size
-      at_lr = sum(jnp.sum(r >= 1 - 1e-6) for r in ratio) / size
-      return (optax.apply_updates(params, updates), state), (loss, mean, at_lr)
-
-    (params, _), (losses, mean, at_lr) = jax.lax.scan(
-        step, (params, state), jnp.arange(steps))
-    chunks = heldout.reshape(-1, batch, heldout.shape[-1])
-    held = jnp.mean(jax.lax.map(lambda rows: model.loss(params, rows), chunks))
-    # Step 0 of the warmup has lr 0: its ratios are not steps.
-    return held, losses, jnp.mean(mean[1:]), jnp.mean(at_lr[1:])
-
-  return run
-
-
 def lr_sensitivity(quick: bool, optimizers, log=print) -> dict[str, Any]:
   task = methods_lib.task(quick)
   lm, cfg = task.lm, task.lm.config
@@ -175,7 +138,8 @@ def lr_sensitivity(quick: bool, optimizers, log=print) -> dict[str, Any]:
     opt = optax.inject_hyperparams(make, hyperparam_dtype=jnp.float32)(1e-3)
     state0 = jax.eval_shape(opt.init, params)
     start = time.perf_counter()
-    compiled = jax.jit(lm_program(lm, opt, task.steps, task.warmup)).lower(
+    compiled = jax.jit(methods_lib.lm_program(
+        lm, opt, task.steps, task.warmup, step_stats=True)).lower(
         params, state0, jax.random.key(0), stream, heldout).compile()
     runs = []
     for lr in LRS:
