@@ -118,7 +118,7 @@ def test_example_main_help_and_no_backend_noise(tmp_path):
   # absl.app exits with status 1 after --help, by its own design.
   assert proc.returncode in (0, 1) and not proc.stderr, proc.stderr[-3000:]
   assert '--config.FIELD=VALUE' in proc.stdout
-  assert '--config.learning_rates.alada="(5e-05,0.0001)"' in proc.stdout
+  assert '--config.learning_rates.alada="(3e-05,0.0001)"' in proc.stdout
   # Start JAX's backends the way the examples do (under absl.app), with a
   # field overridden as --help says.
   script = tmp_path / 'probe.py'
