@@ -96,7 +96,7 @@ def _spec_str(s):
 def _max_rel_dev(a, b):
   """max over leaves of max|a - b| / max|b| (0/0 = 0)."""
   worst = 0.0
-  for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
+  for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True):
     x, y = np.asarray(x, np.float64), np.asarray(y, np.float64)
     scale = np.max(np.abs(y)) if y.size else 0.0
     dev = np.max(np.abs(x - y)) if y.size else 0.0
@@ -176,7 +176,7 @@ def main(out_path, materialize=False):
   state = jax.jit(opt.init, out_shardings=state_sh)(params)
   results['init_state_specs_ok'] = all(
       a.sharding.is_equivalent_to(b, a.ndim)
-      for a, b in zip(jax.tree.leaves(state), jax.tree.leaves(state_sh)))
+      for a, b in zip(jax.tree.leaves(state), jax.tree.leaves(state_sh), strict=True))
 
   # What the compiled step moves between devices.
   compiled = sharded_step.lower(params, state, params).compile()
@@ -235,10 +235,10 @@ def main(out_path, materialize=False):
   results['max_rel_dev_state'] = dev_state
   results['max_abs_dev_params'] = max(
       float(np.max(np.abs(np.asarray(a) - np.asarray(b))))
-      for a, b in zip(jax.tree.leaves(p8), jax.tree.leaves(p1)))
+      for a, b in zip(jax.tree.leaves(p8), jax.tree.leaves(p1), strict=True))
   results['state_specs_after_steps_ok'] = all(
       a.sharding.is_equivalent_to(b, a.ndim)
-      for a, b in zip(jax.tree.leaves(s8), jax.tree.leaves(state_sh)))
+      for a, b in zip(jax.tree.leaves(s8), jax.tree.leaves(state_sh), strict=True))
 
   results['restore'] = results['restore_other_mesh'] = None
   if checkpointer:
@@ -271,14 +271,14 @@ def _restore_checks(results, checkpointer, saved, history8, params, state,
     r = checkpointer.restore(path, abstract)
     shardings_ok = all(
         a.sharding.is_equivalent_to(b.sharding, a.ndim)
-        for a, b in zip(jax.tree.leaves(r), jax.tree.leaves(abstract)))
+        for a, b in zip(jax.tree.leaves(r), jax.tree.leaves(abstract), strict=True))
     pr, sr = r['params'], r['opt_state']
     for t in range(k, STEPS):
       pr, sr = sharded_step(pr, sr, jax.device_put(_grads(t), params_sh))
     pu, su = history8[STEPS]
     identical = all(
         np.array_equal(np.asarray(a), np.asarray(b))
-        for a, b in zip(jax.tree.leaves((pr, sr)), jax.tree.leaves((pu, su))))
+        for a, b in zip(jax.tree.leaves((pr, sr)), jax.tree.leaves((pu, su)), strict=True))
     restore[str(k)] = {'shardings_ok': shardings_ok,
                        'bit_identical': identical,
                        'same_structure': jax.tree.structure(sr)
@@ -302,11 +302,11 @@ def _restore_checks(results, checkpointer, saved, history8, params, state,
   results['restore_other_mesh'] = {
       'shardings_ok': all(
           a.sharding.is_equivalent_to(b.sharding, a.ndim)
-          for a, b in zip(jax.tree.leaves(r), jax.tree.leaves(other_target))),
+          for a, b in zip(jax.tree.leaves(r), jax.tree.leaves(other_target), strict=True)),
       'values_equal': all(
           np.array_equal(np.asarray(a), np.asarray(b)) for a, b in zip(
               jax.tree.leaves(r), jax.tree.leaves(
-                  {'params': p_saved, 'opt_state': s_saved}))),
+                  {'params': p_saved, 'opt_state': s_saved}), strict=True)),
   }
   checkpointer.close()
 
@@ -403,11 +403,11 @@ def _nnx_sharded(mesh):
       'p_specs': [str(a.sharding.spec) for a in jax.tree.leaves(alada8.p)],
       'state_layout_ok': all(
           a.sharding.is_equivalent_to(b, a.ndim)
-          for a, b in zip(jax.tree.leaves(alada8), jax.tree.leaves(want))),
+          for a, b in zip(jax.tree.leaves(alada8), jax.tree.leaves(want), strict=True)),
       'mu_like_params': all(
           a.sharding.is_equivalent_to(b.sharding, a.ndim)
           for a, b in zip(jax.tree.leaves(alada8.mu),
-                          jax.tree.leaves(params8))),
+                          jax.tree.leaves(params8), strict=True)),
   }
 
 
