@@ -440,6 +440,17 @@ def _smooth(values: Sequence[float], span: int) -> np.ndarray:
   return np.asarray(out)
 
 
+def _save_figure(fig, out_dir: str, name: str) -> str:
+  """Lays out ``fig``, writes it to ``out_dir/name`` and closes it; the path."""
+  import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
+
+  fig.tight_layout()
+  path = os.path.join(out_dir, name)
+  fig.savefig(path, dpi=110)
+  plt.close(fig)
+  return path
+
+
 def plot_results(
     results: Sequence[TrialResult], task: Task, out_dir: str
 ) -> tuple[str, str, str]:
@@ -474,10 +485,7 @@ def plot_results(
   for ax in (ax_loss, ax_metric):
     ax.grid(alpha=0.3)
   ax_loss.legend(fontsize=7)
-  fig.tight_layout()
-  loss_path = os.path.join(out_dir, 'loss_curves.png')
-  fig.savefig(loss_path, dpi=110)
-  plt.close(fig)
+  loss_path = _save_figure(fig, out_dir, 'loss_curves.png')
 
   fig, ax = plt.subplots(figsize=(7, 4))
   x = np.arange(len(names))
@@ -491,10 +499,7 @@ def plot_results(
   ax.set(ylabel='MiB', title=f'{task.name}: memory')
   ax.legend(fontsize=8)
   ax.grid(axis='y', alpha=0.3)
-  fig.tight_layout()
-  mem_path = os.path.join(out_dir, 'memory.png')
-  fig.savefig(mem_path, dpi=110)
-  plt.close(fig)
+  mem_path = _save_figure(fig, out_dir, 'memory.png')
 
   # The final metric against the peak learning rate, one line per optimizer
   # (diverged trials left out).
@@ -512,10 +517,7 @@ def plot_results(
     ax.set_yscale('log')
   ax.grid(alpha=0.3)
   ax.legend(fontsize=8)
-  fig.tight_layout()
-  lr_path = os.path.join(out_dir, 'lr_sensitivity.png')
-  fig.savefig(lr_path, dpi=110)
-  plt.close(fig)
+  lr_path = _save_figure(fig, out_dir, 'lr_sensitivity.png')
   return loss_path, mem_path, lr_path
 
 
