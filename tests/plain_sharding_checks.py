@@ -12,16 +12,11 @@ on one device. It writes one JSON object; tests/test_sharding.py asserts on it.
 
 from __future__ import annotations
 
-import os
 import sys
 
-if 'jax' in sys.modules:
-  raise RuntimeError('tests.plain_sharding_checks must run before JAX starts')
-os.environ['XLA_FLAGS'] = (
-    os.environ.get('XLA_FLAGS', '')
-    + ' --xla_force_host_platform_device_count=8'
-).strip()
-os.environ.setdefault('JAX_PLATFORMS', 'cpu')
+from tests import simulated_devices
+
+simulated_devices.use_cpu_devices(8, 'tests.plain_sharding_checks')
 
 # pylint: disable=g-import-not-at-top,wrong-import-position
 import json

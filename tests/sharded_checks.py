@@ -16,13 +16,9 @@ from __future__ import annotations
 import os
 import sys
 
-if 'jax' in sys.modules:
-  raise RuntimeError('tests.sharded_checks must run before JAX is imported')
-os.environ['XLA_FLAGS'] = (
-    os.environ.get('XLA_FLAGS', '')
-    + ' --xla_force_host_platform_device_count=8'
-).strip()
-os.environ.setdefault('JAX_PLATFORMS', 'cpu')
+from tests import simulated_devices
+
+simulated_devices.use_cpu_devices(8, 'tests.sharded_checks')
 
 # pylint: disable=g-import-not-at-top,wrong-import-position
 import json
