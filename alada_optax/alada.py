@@ -114,8 +114,6 @@ def _alada_leaf(
     u = factor / scale[..., None]
     return u, scale, jnp.sum(u * u, axis=-1)
 
-  units = unit(p), unit(q)
-
   def refit(rows: bool, cols: bool, init: bool):
     """Lines 8-19 for the matrices that refit p (rows) and/or q (cols)."""
 
@@ -129,7 +127,9 @@ def _alada_leaf(
         last[0] = mu if last[0] is None else jax.lax.optimization_barrier(last[0])
         return last[0].astype(dtype)
 
-      (u_p, scale_p, norm2_p), (u_q, scale_q, norm2_q) = units
+      # Inside the branch: each refit uses one of the two (the other is
+      # dead code in its branch).
+      (u_p, scale_p, norm2_p), (u_q, scale_q, norm2_q) = unit(p), unit(q)
       if init:
         # Lines 8-12 where a matrix starts now: v0 = ||G_0||^2 / mn, read off
         # M_1 = (1 - b1) G_0 (M is 0 before a matrix starts), and
