@@ -156,17 +156,19 @@ class Timing:
 
 
 class Runner:
-  """Holds live (params, state, third) for one program and steps it."""
+  """Holds live (params, state, third) for one program; ``steps`` per call."""
 
-  def __init__(self, program: Program, params, opt, third):
+  def __init__(self, program: Program, params, opt, third, steps: int = 1):
     self.program = program
     self.params = params
     self.state = opt.init(params)
     self.third = third
+    self.steps = steps
 
   def __call__(self):
-    self.params, self.state = self.program.compiled(
-        self.params, self.state, self.third)
+    for _ in range(self.steps):
+      self.params, self.state = self.program.compiled(
+          self.params, self.state, self.third)
     jax.block_until_ready((self.params, self.state))
 
 
@@ -205,12 +207,21 @@ def fake_grads(params, seed: int = 2):
 
 
 def time_programs(programs: dict[str, Program], opts, params, third,
-                  warmup: int, rounds: int) -> dict[str, dict[str, Any]]:
-  """Times the donated programs interleaved, each on its own copy of params."""
+                  warmup: int, rounds: int,
+                  steps: int = 1) -> dict[str, dict[str, Any]]:
+  """Times the donated programs interleaved, each on its own copy of params.
+
+  With ``steps`` > 1 each timed sample runs that many consecutive steps and
+  records their mean: ``steps=2`` times Alada's even and odd steps (which
+  refit different factors) together, so that a median does not depend on
+  which parity most rounds landed on.
+  """
   runners = {n: Runner(prog, jax.tree.map(lambda x: x.copy(), params),
-                       opts[n], third) for n, prog in programs.items()}
+                       opts[n], third, steps) for n, prog in programs.items()}
   del params
   timings = time_interleaved(runners, warmup, rounds)
+  timings = {n: Timing([s / steps for s in t.seconds])
+             for n, t in timings.items()}
   return {n: {'memory': prog.memory, 'time': timings[n],
               'compile_s': prog.compile_s} for n, prog in programs.items()}
 
