@@ -55,6 +55,130 @@ _layout.register(ScaleByAladaState, _layout.StateLayout(
      'v0': _layout.batch, 't0': _layout.batch}, strict=True))
 
 
+class _Clock(NamedTuple):
+  """One leaf's per-step scalars (one per matrix), shared by refit and step."""
+
+  plan: matricize.MatrixPlan
+  dtype: jnp.dtype  # of the arithmetic, p, q and v0
+  b1: jax.Array
+  b2: jax.Array
+  eps: jax.Array
+  big: jax.Array  # where the factors and v0 saturate
+  started: jax.Array  # the matrix has seen a non-zero gradient before now
+  even: jax.Array  # Algorithm 2's t is even: refit p (else q)
+  bc1: jax.Array  # 1 - b1^(t+1)
+  b2_pow: jax.Array  # b2^(t+1)
+
+
+def _unit(factor: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
+  """``factor / max|factor|``, the scale, and the unit vector's squared norm.
+
+  The least squares ``V f / (||f||^2 + eps)`` is computed with ``f / max|f|``
+  so that neither ``V f`` nor ``||f||^2`` overflows when a factor carries a
+  large scale (the same value in exact arithmetic).
+  """
+  scale = jnp.max(jnp.abs(factor), axis=-1)
+  scale = jnp.where(scale > 0, scale, 1)
+  u = factor / scale[..., None]
+  return u, scale, jnp.sum(u * u, axis=-1)
+
+
+def _separate_reads(x: jax.Array, dtype) -> Callable[[], jax.Array]:
+  """A reader of ``x`` as ``dtype`` whose every call is a value of its own.
+
+  Each full-size reduction must convert (and square) M inside its own kernel.
+  Two reductions reading one ``M.astype(float32)`` would share it, and XLA
+  would store it: a full-size temporary when M is bfloat16. A chain of
+  optimization barriers (each call behind the previous one) gives every
+  reader a copy of M's value that the compiler cannot merge. Guarded by
+  ``tests/test_memory.py::test_update_alone_has_no_full_size_temporaries``
+  (its bf16 case fails without the chain).
+  """
+  last = None
+
+  def read():
+    nonlocal last
+    last = x if last is None else jax.lax.optimization_barrier(last)
+    return last.astype(dtype)
+
+  return read
+
+
+def _refit_factor(clock: _Clock, reduce, expand, unit, factor, m):
+  """``b2 f' + (1 - b2) V f / (||f||^2 + eps)``, as one reduction.
+
+  ``f`` is the other factor, given as ``unit`` (from :func:`_unit`), ``f'``
+  the refitted one, ``m`` a reader of M, ``reduce`` the sum over ``f``'s axis
+  and ``expand`` lays ``f`` along it. V = (M / bc1)^2 and every scalar of the
+  least squares are folded into the reduction's weights
+  ``f / (||f||^2 + eps)``, so that the reduction's only epilogue is the add
+  of ``b2 f'``: XLA's CPU row reductions run ~6x slower when their result is
+  multiplied, clipped or selected in the same kernel, and an add rides
+  along (so the saturation is applied after the switch). The weights divide
+  ``f`` by its scale inside the reduction, which keeps ``M^2 f / ||f||^2`` at
+  the factors' own magnitude, representable where ``M^2`` is not
+  (``|M| > 1.8e19`` in float32) or underflows; they are capped at ``big``:
+  never ``inf * 0``.
+  """
+  u, scale, norm2 = unit
+  k = (1 - clock.b2) / jnp.square(clock.bc1) / (
+      norm2 + clock.eps / scale / scale)
+  w = jnp.minimum(u / scale[..., None] * k[..., None], clock.big)
+  mm = m()
+  return matricize.match_sharding(
+      reduce(mm * expand(w) * mm) + clock.b2 * factor, factor)
+
+
+def _refit(clock: _Clock, mu, p, q, v0, *, rows: bool, cols: bool,
+           init: bool):
+  """Lines 8-19 of Algorithm 2: a branch of the parity switch.
+
+  Refits p (``rows``) and/or q (``cols``) for the matrices whose parity asks
+  for it; with ``init``, matrices starting now first set v0 and p0, q0.
+  Returns the new (p, q, v0, b2^(t+1) v0), before saturation.
+  """
+  plan, started, even = clock.plan, clock.started, clock.even
+  m = _separate_reads(mu, clock.dtype)
+  # Each refit reads one of the two (the other is dead code in its branch).
+  unit_p, unit_q = _unit(p), _unit(q)
+  if init:
+    # Lines 8-12 where a matrix starts now: v0 = ||G_0||^2 / mn, read off
+    # M_1 = (1 - b1) G_0 (M is 0 before a matrix starts), and
+    # p0 = sqrt(v0) 1_m, q0 = sqrt(v0) 1_n: unit weights of exactly 1 (all 0
+    # if ||G_0||^2 underflows to 0).
+    like = matricize.match_sharding  # explicit mesh axes: equal shardings
+    mm = m()
+    v0 = jnp.where(started, v0, like(plan.sum_per_matrix(mm * mm), v0)
+                   / (jnp.square(1 - clock.b1) * (plan.m * plan.n)))
+    v0 = jnp.minimum(v0, clock.big)  # saturates, as the factors do
+    root, nonzero = jnp.sqrt(v0), v0 > 0
+    p = jnp.where(started[..., None], p, like(root[..., None], p))
+    q = jnp.where(started[..., None], q, like(root[..., None], q))
+    new = ~started[..., None]
+
+    def start(unit, size):
+      u, scale, norm2 = unit
+      return (
+          jnp.where(new, like(jnp.where(nonzero[..., None], 1., 0.), u), u),
+          jnp.where(started, scale, like(jnp.where(nonzero, root, 1), scale)),
+          jnp.where(started, norm2, like(jnp.where(nonzero, size, 0), norm2)))
+
+    unit_p, unit_q = start(unit_p, plan.m), start(unit_q, plan.n)
+
+  p_new, q_new = p, q
+  if rows:  # Lines 13-15: p <- b2 p + (1 - b2) V q / (||q||^2 + eps).
+    p_new = _refit_factor(clock, plan.sum_over_cols, plan.expand_cols, unit_q,
+                          p, m)
+    if cols:
+      p_new = jnp.where(even[..., None], p_new, p)
+  if cols:  # Lines 16-18: q <- b2 q + (1 - b2) V^T p / (||p||^2 + eps).
+    q_new = _refit_factor(clock, plan.sum_over_rows, plan.expand_rows, unit_p,
+                          q, m)
+    if rows:
+      q_new = jnp.where(even[..., None], q, q_new)
+  return p_new, q_new, v0, clock.b2_pow * v0
+
+
 @functools.partial(jax.jit, static_argnames='plan')
 def _alada_leaf(
     g: jax.Array,
@@ -81,130 +205,48 @@ def _alada_leaf(
   is read once, by the fold into M. The work on full-size arrays is three
   passes: fold G into M; reduce M^2 against q or p (in a switch, so that only
   the refit the parity needs runs); the elementwise step. M~ = M / bc1 is never
-  formed: bc1 is applied to the reductions' results and inside the step.
+  formed: bc1 is applied to the reductions' weights and inside the step.
   """
   dtype = _validation.factor_dtype(g.dtype)
   b1, b2, eps = (jnp.asarray(x, dtype) for x in (b1, b2, eps))
-  # Where the factors and v0 saturate: 2^126 in float32, whose reciprocal is
-  # still a normal number (XLA divides by multiplying by the reciprocal, and
-  # flushes subnormals to 0).
-  big = 1 / jnp.finfo(dtype).smallest_normal
 
   # The leaf's own clock. A leaf that has only seen zero gradients (v0 == 0)
   # has not started: its Algorithm 2 starts at its first non-zero gradient.
   started = v0 > 0
   t0 = jnp.where(started, t0, count)
   t = count - t0  # Algorithm 2's t: 0 at the leaf's first non-zero gradient.
-  even = t % 2 == 0
   tp1 = (t + 1).astype(dtype)
-  bc1 = 1 - b1**tp1
-  b2_pow = b2**tp1
+  clock = _Clock(
+      plan=plan, dtype=dtype, b1=b1, b2=b2, eps=eps,
+      # 2^126 in float32, whose reciprocal is still a normal number (XLA
+      # divides by multiplying by the reciprocal, and flushes subnormals).
+      big=1 / jnp.finfo(dtype).smallest_normal,
+      started=started, even=t % 2 == 0, bc1=1 - b1**tp1, b2_pow=b2**tp1)
+  bc1, b2_pow = clock.bc1, clock.b2_pow
 
   # Lines 5-6: M_{t+1} = b1 M_t + (1 - b1) G_t, stored in mu's dtype; what
   # follows reads M_{t+1} as stored.
   mu = (b1 * mu.astype(dtype) + (1 - b1) * g.astype(dtype)).astype(mu.dtype)
 
-  # p / max|p| and ||p / max|p|||^2 (also for q): the least squares
-  # V f / (||f||^2 + eps) is computed with f / max|f|, so that neither V f nor
-  # ||f||^2 overflows when a factor carries a large scale (the same value in
-  # exact arithmetic).
-  def unit(factor):
-    scale = jnp.max(jnp.abs(factor), axis=-1)
-    scale = jnp.where(scale > 0, scale, 1)
-    u = factor / scale[..., None]
-    return u, scale, jnp.sum(u * u, axis=-1)
-
-  def refit(rows: bool, cols: bool, init: bool):
-    """Lines 8-19 for the matrices that refit p (rows) and/or q (cols)."""
-
-    def branch(mu, p, q, v0):
-      # Each full-size reduction reads M and squares it inside itself: no M^2
-      # (or upcast M) is shared by two reductions, which would be stored.
-      # Chained barriers give each reduction its own copy of M's value, which
-      # the compiler cannot merge.
-      last = [None]
-      def m():
-        last[0] = mu if last[0] is None else jax.lax.optimization_barrier(last[0])
-        return last[0].astype(dtype)
-
-      # Inside the branch: each refit uses one of the two (the other is
-      # dead code in its branch).
-      (u_p, scale_p, norm2_p), (u_q, scale_q, norm2_q) = unit(p), unit(q)
-      if init:
-        # Lines 8-12 where a matrix starts now: v0 = ||G_0||^2 / mn, read off
-        # M_1 = (1 - b1) G_0 (M is 0 before a matrix starts), and
-        # p0 = sqrt(v0) 1_m, q0 = sqrt(v0) 1_n: unit weights of exactly 1 (all
-        # 0 if ||G_0||^2 underflows to 0).
-        like = matricize.match_sharding  # explicit mesh axes: equal shardings
-        mm = m()
-        v0 = jnp.where(started, v0, like(plan.sum_per_matrix(mm * mm), v0)
-                       / (jnp.square(1 - b1) * (plan.m * plan.n)))
-        v0 = jnp.minimum(v0, big)  # saturates, as the factors do below
-        root, nonzero = jnp.sqrt(v0), v0 > 0
-        p = jnp.where(started[..., None], p, like(root[..., None], p))
-        q = jnp.where(started[..., None], q, like(root[..., None], q))
-        new = ~started[..., None]
-        u_p, u_q = (
-            jnp.where(new, like(jnp.where(nonzero[..., None], 1., 0.), u), u)
-            for u in (u_p, u_q))
-        scale_p, scale_q = (
-            jnp.where(started, s, like(jnp.where(nonzero, root, 1), s))
-            for s in (scale_p, scale_q))
-        norm2_p, norm2_q = (
-            jnp.where(started, s, like(jnp.where(nonzero, k, 0), s))
-            for s, k in ((norm2_p, plan.m), (norm2_q, plan.n)))
-
-      def refit_factor(reduce, expand, unit, scale, norm2, factor):
-        # b2 f' + (1 - b2) V f / (||f||^2 + eps), where f is the other factor
-        # and f' the refitted one, as one reduction whose only epilogue is the
-        # add of b2 f': V = (M / bc1)^2 and every scalar of the least squares
-        # are folded into the weights f / (||f||^2 + eps) of the reduction.
-        # (XLA's CPU row reductions run ~6x slower when their result is
-        # multiplied, clipped or selected in the same fusion; an add rides
-        # along. The saturation is applied after the switch for that reason.)
-        # The weights divide f by its scale inside the reduction, which keeps
-        # M^2 f / ||f||^2 at the factors' own magnitude, representable where
-        # M^2 is not (|M| > 1.8e19 in float32) or underflows; they are capped
-        # at `big`: never inf * 0.
-        k = (1 - b2) / jnp.square(bc1) / (norm2 + eps / scale / scale)
-        w = jnp.minimum(unit / scale[..., None] * k[..., None], big)
-        mm = m()
-        return matricize.match_sharding(
-            reduce(mm * expand(w) * mm) + b2 * factor, factor)
-
-      p_new, q_new = p, q
-      if rows:  # Lines 13-15: p <- b2 p + (1 - b2) V q / (||q||^2 + eps).
-        p_new = refit_factor(plan.sum_over_cols, plan.expand_cols,
-                             u_q, scale_q, norm2_q, p)
-        if cols:
-          p_new = jnp.where(even[..., None], p_new, p)
-      if cols:  # Lines 16-18: q <- b2 q + (1 - b2) V^T p / (||p||^2 + eps).
-        q_new = refit_factor(plan.sum_over_rows, plan.expand_rows,
-                             u_p, scale_p, norm2_p, q)
-        if rows:
-          q_new = jnp.where(even[..., None], q, q_new)
-      return p_new, q_new, v0, b2_pow * v0
-
-    return branch
-
   # Even matrices refit p, odd ones q; matrices starting now (all even) also
-  # set v0. The vectors come out of the switch finished, so that the
-  # full-size step below reads them (its rounding does not depend on how the
-  # compiler fuses it: U~ can cancel).
+  # set v0. Only the branch the parities need runs.
+  even = clock.even
   any_even, any_odd = jnp.any(even), jnp.any(~even)
   which = jnp.where(any_even & any_odd, 3,
                     jnp.where(jnp.any(~started), 2, jnp.where(any_even, 0, 1)))
+  refit = functools.partial(_refit, clock)
   p, q, v0, b2_pow_v0 = jax.lax.switch(which, [
-      refit(rows=True, cols=False, init=False),
-      refit(rows=False, cols=True, init=False),
-      refit(rows=True, cols=False, init=True),
-      refit(rows=True, cols=True, init=True),
+      functools.partial(refit, rows=True, cols=False, init=False),
+      functools.partial(refit, rows=False, cols=True, init=False),
+      functools.partial(refit, rows=True, cols=False, init=True),
+      functools.partial(refit, rows=True, cols=True, init=True),
   ], mu, p, q, v0)
   # Factors past the float range saturate near its end: U~ stays a number
   # (inf - inf would be NaN) and the step goes to 0 where p q^T overflows, as
   # Adam's does where its second moment overflows. (Outside the switch: see
-  # refit_factor.)
-  p, q = jnp.minimum(p, big), jnp.minimum(q, big)
+  # _refit_factor.) The full-size step below reads the vectors finished (its
+  # rounding does not depend on how the compiler fuses it: U~ can cancel).
+  p, q = jnp.minimum(p, clock.big), jnp.minimum(q, clock.big)
 
   # Lines 20-22: U~ = (p q^T - b2^{t+1} v0) / (1 - b2^{t+1}), clamped at 0
   # (it is >= 0 in exact arithmetic), and the step M~ / sqrt(U~ + eps).
