@@ -3,7 +3,11 @@
 Subclass :class:`TransformChecks` (pytest collects ``Test*`` subclasses) and
 set ``ALIAS`` (the alias, called as ``ALIAS(learning_rate, **kw)``),
 ``SCALE_BY`` (the ``scale_by_X`` factory), ``NAME`` (how its errors name it)
-and ``INJECT_KWARGS`` (hyperparameters for the ``inject_hyperparams`` test).
+and ``INJECT_KWARGS`` (hyperparameters for the ``inject_hyperparams`` test),
+and optionally ``STATIC_KWARGS``: shape-setting arguments (a rank, a
+factoring threshold) given to every alias the checks build, and listed as
+``static_args`` to ``inject_hyperparams``, so that the checks' small matrices
+take the method's low-rank path rather than its dense fallback.
 """
 
 from __future__ import annotations
@@ -41,14 +45,16 @@ class TransformChecks:
   SCALE_BY = None
   NAME = ''
   INJECT_KWARGS: dict = {}
+  STATIC_KWARGS: dict = {}
 
   def alias(self, *args, **kwargs):
-    return type(self).ALIAS(*args, **kwargs)
+    return type(self).ALIAS(*args, **self.STATIC_KWARGS, **kwargs)
 
   def test_inject_hyperparams_same_trajectory(self):
     plain = trajectory(self.alias(**self.INJECT_KWARGS))
-    injected = trajectory(
-        optax.inject_hyperparams(type(self).ALIAS)(**self.INJECT_KWARGS))
+    injected = trajectory(optax.inject_hyperparams(
+        type(self).ALIAS, static_args=tuple(self.STATIC_KWARGS))(
+            **self.STATIC_KWARGS, **self.INJECT_KWARGS))
     chex.assert_trees_all_close(injected, plain, rtol=1e-5)
 
   def test_no_jit_matches_jit(self):
