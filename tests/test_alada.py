@@ -353,25 +353,6 @@ def test_float64_factors_stay_float64():
     assert state.v0['w'].dtype == jnp.float64
 
 
-class TestJitAndNoJit(chex.TestCase):
-
-  @chex.variants(with_jit=True, without_jit=True)
-  def test_same_result(self):
-    params = {'w': jnp.linspace(-1, 1, 12).reshape(3, 4), 'b': jnp.ones(4)}
-    opt = alada(0.1, weight_decay=1e-3)
-    state = opt.init(params)
-    update = self.variant(opt.update)
-    ref_update = jax.jit(opt.update)
-    ref_params, ref_state = params, state
-    for t in range(4):
-      grads = jax.tree.map(lambda x: jnp.sin(x * (t + 1)), params)
-      updates, state = update(grads, state, params)
-      ref_updates, ref_state = ref_update(grads, ref_state, ref_params)
-      chex.assert_trees_all_close(updates, ref_updates, rtol=1e-6, atol=1e-7)
-      params = optax.apply_updates(params, updates)
-      ref_params = optax.apply_updates(ref_params, ref_updates)
-
-
 def test_no_recompilation_on_second_step():
   params = {'w': jnp.ones((3, 4)), 'b': jnp.ones(4)}
   opt = alada(0.1)

@@ -58,11 +58,12 @@ class TransformChecks:
     chex.assert_trees_all_close(injected, plain, rtol=1e-5)
 
   def test_no_jit_matches_jit(self):
+    """Op by op and jitted, four steps (Alada: two p and two q refits)."""
     params = {'w': jnp.linspace(-1, 1, 12).reshape(3, 4), 'b': jnp.ones(4)}
     opt = self.alias(0.1, weight_decay=1e-3)
     s1 = s2 = opt.init(params)
     p1 = p2 = params
-    for t in range(3):
+    for t in range(4):
       grads = jax.tree.map(lambda x: jnp.sin(x * (t + 1)), p1)
       u1, s1 = opt.update(grads, s1, p1)
       u2, s2 = jax.jit(opt.update)(grads, s2, p2)
