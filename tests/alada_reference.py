@@ -73,21 +73,13 @@ class AladaLeaf:
     return W.reshape(self.shape)
 
 
-def run_alada(x0, grad_fn, steps, lr, b1=0.9, b2=0.9, eps=1e-16,
-              weight_decay=0.0, **leaf_kwargs):
-  """Runs Algorithm 2 (plus decoupled weight decay) on a dict of arrays.
+def alada_step(x0, b1=0.9, b2=0.9, eps=1e-16, **leaf_kwargs):
+  """Algorithm 2 on a dict of arrays shaped like ``x0``.
 
-  grad_fn(params, t) -> dict of gradients. lr may be a callable of t.
-  Returns the list of params after each step and the final leaf states.
+  Returns ``(reference_step, leaves)``: the step of every leaf for
+  :func:`tests.trajectories.compare_with_reference` (which adds the learning
+  rate and decoupled weight decay), and the leaves, whose states it updates.
   """
-  x = {k: np.asarray(v, np.float64) for k, v in x0.items()}
-  leaves = {k: AladaLeaf(v.shape, b1, b2, eps, **leaf_kwargs)
-            for k, v in x.items()}
-  history = []
-  for t in range(steps):
-    g = grad_fn(x, t)
-    eta = lr(t) if callable(lr) else lr
-    x = {k: x[k] - eta * (leaves[k].step(g[k]) + weight_decay * x[k])
-         for k in x}
-    history.append(x)
-  return history, leaves
+  leaves = {k: AladaLeaf(np.shape(v), b1, b2, eps, **leaf_kwargs)
+            for k, v in x0.items()}
+  return (lambda g, t: {k: leaves[k].step(g[k]) for k in g}), leaves

@@ -29,6 +29,7 @@ from benchmarks.state_bytes import as_params
 from benchmarks.state_bytes import gpt2_small
 from benchmarks.state_bytes import state_bytes
 from tests import trajectories
+from tests import transform_checks
 from tests.optax_checks import OptaxCommonChecks
 
 # Static (shape-setting) hyperparameters (also in tests.optax_checks).
@@ -116,19 +117,21 @@ def sketches(seed, names_in_leaf_order, leaves, steps):
   return out
 
 
-def run_reference(x0, grad_fn, steps, lr, wd, seed, **kw):
-  leaves = {k: AdapproxLeaf(v.shape, **kw) for k, v in x0.items()}
-  names = sorted(x0)  # jax.tree.leaves order of a dict
-  omegas = sketches(seed, names, leaves, steps)
-  x = {k: np.array(v, np.float64) for k, v in x0.items()}
-  history, ranks = [], []
-  for t in range(steps):
-    g = grad_fn(x, t)
-    x = {k: x[k] - lr(t) * (leaves[k].step(g[k], omegas[t].get(k))
-                            + wd * x[k]) for k in x}
-    history.append(x)
-    ranks.append({k: leaves[k].rank for k in x if leaves[k].factored})
-  return history, ranks, leaves
+def adapprox_step(x0, steps, seed, **kw):
+  """The step of every leaf of ``x0``: ``(reference_step, ranks, leaves)``.
+
+  ``ranks`` gets, after each step, the rank of every factored leaf.
+  """
+  leaves = {k: AdapproxLeaf(np.shape(v), **kw) for k, v in x0.items()}
+  omegas = sketches(seed, sorted(x0), leaves, steps)  # jax.tree.leaves order
+  ranks = []
+
+  def step(g, t):
+    d = {k: leaves[k].step(g[k], omegas[t].get(k)) for k in g}
+    ranks.append({k: leaves[k].rank for k in g if leaves[k].factored})
+    return d
+
+  return step, ranks, leaves
 
 
 SHAPES = {
@@ -158,16 +161,15 @@ def test_matches_float64_transcription(config):
   lr = lambda t: 0.05 - 0.001 * t
   x0, grad_fn = trajectories.quadratic_problem(
       {k: SHAPES[k] for k in c['shapes']}, curvature=True)
-  want, want_ranks, _ = run_reference(x0, grad_fn, steps, lr, wd, seed, **kw)
+  step, want_ranks, _ = adapprox_step(x0, steps, seed, **kw)
   opt = adapprox(lr, b1=c['b1'], b2=0.95, eps=1e-8, clip_threshold=1.0,
                  weight_decay=wd, rank_tolerance=c['tol'],
                  min_rank=c['min_rank'], seed=seed, max_rank=3, oversample=2,
                  power_iterations=2, min_dim_size_to_factor=4)
-  with jax.enable_x64(True):
-    got, states = trajectories.run_optax(opt, x0, grad_fn, steps,
-                                         all_states=True)
-  devs = [trajectories.max_rel_dev(got[t], want[t]) for t in range(steps)]
-  assert max(devs) < 1e-9, f'max relative deviation {max(devs):.3g}'
+  _, _, states = trajectories.compare_with_reference(
+      opt, step, x0, grad_fn, steps, lr, weight_decay=wd, tol=1e-9,
+      error=trajectories.max_rel_dev, all_states=True)
+  assert len(want_ranks) == steps
   got_ranks = [{k: int(s[0].rank[k]) for k in want_ranks[0]} for s in states]
   assert got_ranks == want_ranks
   # The rule really adapts: more than one rank is used over the run.
@@ -378,22 +380,6 @@ def test_zero_and_huge_gradients_stay_finite():
       assert np.all(np.isfinite(np.asarray(leaf, np.float64)))
 
 
-def test_none_leaves_and_masked_pass_through():
-  params = {'w': jnp.ones((4, 3)), 'frozen': None,
-            'step': jnp.ones((), jnp.int32)}
-  masked = optax.masked(adapprox(0.1, max_rank=1, min_dim_size_to_factor=2),
-                        {'w': True, 'frozen': False, 'step': False})
-  grads = {'w': jnp.ones((4, 3)), 'frozen': None,
-           'step': jnp.zeros((), jnp.int32)}
-  updates, _ = jax.jit(masked.update)(grads, masked.init(params), params)
-  assert updates['frozen'] is None and updates['w'].shape == (4, 3)
-  multi = optax.multi_transform({'a': adapprox(0.1), 'sgd': optax.sgd(0.1)},
-                                {'w': 'a', 'b': 'sgd'})
-  p2 = {'w': jnp.ones((4, 3)), 'b': jnp.ones(3)}
-  u2, _ = multi.update(p2, multi.init(p2), p2)
-  np.testing.assert_allclose(u2['b'], -0.1 * np.ones(3), rtol=1e-6)
-
-
 def test_errors_name_the_leaf():
   params = {'layer': {'w': jnp.ones((2, 2)), 'step': jnp.ones((), jnp.int32)}}
   with pytest.raises(TypeError, match=r"\['layer'\]\['step'\].*int32"):
@@ -415,6 +401,8 @@ def test_errors_name_the_leaf():
 
 
 def test_inject_hyperparams_same_trajectory():
+  """With the rank rule free to pick 1 or 2 (TestAdapproxTransform's checks
+  run at max_rank 1), a traced rank_tolerance picks the same ranks."""
   params = jnp.linspace(-1, 2, 30).reshape(6, 5)
   loss = lambda p: jnp.sum((p - 0.5) ** 4)
   kw = dict(learning_rate=0.05, b1=0.8, b2=0.99, weight_decay=1e-2,
@@ -501,3 +489,14 @@ def test_grad_through_updates_treats_the_factorisation_as_constant():
   state = opt.init(x0)
   dq = jax.grad(lambda g: jnp.sum(opt.update(g, state, x0)[1][0].q['w']))(x0)
   assert not np.any(dq['w'])
+
+
+class TestAdapproxTransform(transform_checks.TransformChecks):
+  ALIAS = adapprox
+  SCALE_BY = scale_by_adapprox
+  NAME = 'scale_by_adapprox'
+  # Rank 1 from 2 x 2 up: every matrix of the checks is factored.
+  STATIC_KWARGS = dict(max_rank=1, min_dim_size_to_factor=2)
+  INJECT_KWARGS = dict(learning_rate=0.05, b1=0.8, b2=0.99, eps=1e-6,
+                       clip_threshold=0.5, weight_decay=1e-2,
+                       rank_tolerance=0.2, seed=3)

@@ -6,16 +6,16 @@ vaderSentiment 3.3.2 sdist, read offline from the examples' data cache:
   python -m pip download --no-deps --no-binary :all: vaderSentiment==3.3.2 \\
       -d ~/.cache/alada_optax/examples
 
-Without it the test skips, except under CI (CI=true), where it fails.
+Without it the test skips, except under CI (tests/ci.py), where it fails.
 """
 
 import math
-import os
 
 import pytest
 
 from benchmarks import methods
 from examples.common import movie_snippets
+from tests import ci
 
 
 @pytest.fixture
@@ -23,9 +23,7 @@ def sentences():
   try:
     movie_snippets.locate_sdist(download=False)
   except FileNotFoundError as e:
-    if os.environ.get('CI', '').lower() in ('1', 'true', 'yes'):
-      pytest.fail(f'CI must install the example data:\n{e}')
-    pytest.skip(f'example data not installed:\n{e}')
+    ci.skip_or_fail(f'example data not installed:\n{e}')
 
 
 def test_quick_methods_part(sentences, tmp_path):

@@ -73,21 +73,14 @@ class CameLeaf:
     return self.exp_avg.copy()
 
 
-def run_reference(x0, grad_fn, steps, lr, weight_decay=0.0, **kwargs):
-  """The official loop in float64: ``p -= wd lr p``, then ``p -= lr update``."""
-  lr_fn = lr if callable(lr) else (lambda t: lr)
-  x = {k: np.array(v, np.float64) for k, v in x0.items()}
-  leaves = {k: CameLeaf(np.shape(v), **kwargs) for k, v in x.items()}
-  history = []
-  for t in range(steps):
-    g = grad_fn(x, t)
-    eta = float(lr_fn(t))
-    for k in x:
-      update = leaves[k].step(g[k])
-      x[k] = x[k] - weight_decay * eta * x[k]
-      x[k] = x[k] - eta * update
-    history.append({k: v.copy() for k, v in x.items()})
-  return history, leaves
+def came_step(x0, **kwargs):
+  """The official step of every leaf of ``x0``: ``(reference_step, leaves)``.
+
+  The official loop (``p -= wd lr p``, then ``p -= lr update``) is
+  :func:`tests.trajectories.run_reference`'s ``p -= lr (update + wd p)``.
+  """
+  leaves = {k: CameLeaf(np.shape(v), **kwargs) for k, v in x0.items()}
+  return (lambda g, t: {k: leaves[k].step(g[k]) for k in g}), leaves
 
 
 # -- helpers ------------------------------------------------------------------
@@ -126,13 +119,10 @@ def test_matches_float64_transcription(make_opt, kwargs):
   steps, wd = 30, 1e-2
   lr = lambda t: 0.05 - (0.05 / 60) * t
   x0, grad_fn = trajectories.quadratic_problem(SHAPES)
-  want, leaves = run_reference(x0, grad_fn, steps, lr, weight_decay=wd,
-                               **kwargs)
-  with jax.enable_x64(True):
-    got, state = trajectories.run_optax(make_opt(lr, wd, **kwargs), x0, grad_fn, steps)
-  for t in range(steps):
-    err = trajectories.max_rel_err(got[t], want[t])
-    assert err < 1e-10, f'step {t}: max relative deviation {err:.3g}'
+  step, leaves = came_step(x0, **kwargs)
+  _, _, state = trajectories.compare_with_reference(
+      make_opt(lr, wd, **kwargs), step, x0, grad_fn, steps, lr,
+      weight_decay=wd, tol=1e-10)
   s = state[0]
   for k, leaf in leaves.items():
     np.testing.assert_allclose(s.mu[k], leaf.exp_avg, rtol=1e-10)

@@ -2,7 +2,7 @@
 
 Small budgets (a tiny model, a few steps), real loading code and real data.
 Where a package or corpus is missing the tests skip, except in CI
-(``CI=true``), where they fail: CI must install them (see
+(tests/ci.py), where they fail: CI must install them (see
 examples/causal_lm/input_pipeline.py and gguf_loader.py for the commands).
 """
 
@@ -15,12 +15,11 @@ import os
 import numpy as np
 import pytest
 
+from tests import ci
+
 
 def _missing(what: str, how: str):
-  message = f'{what} is missing: {how}'
-  if os.environ.get('CI', '').lower() == 'true':
-    pytest.fail(message)
-  pytest.skip(message, allow_module_level=True)
+  ci.skip_or_fail(f'{what} is missing: {how}', allow_module_level=True)
 
 
 def _require_modules(*names: str) -> None:

@@ -7,7 +7,7 @@ vaderSentiment 3.3.2 sdist in the examples' data cache (the sentences):
   python -m pip download --no-deps --no-binary :all: vaderSentiment==3.3.2 \
       -d ~/.cache/alada_optax/examples
 
-Without them these tests skip, except under CI (CI=true), where they fail.
+Without them these tests skip, except under CI (tests/ci.py), where they fail.
 Everything here runs with HF_HUB_OFFLINE=1 and with every socket connection
 refused, so a hub (or any network) access would fail the test.
 """
@@ -27,6 +27,7 @@ from examples.text_classification import input_pipeline
 from examples.text_classification import model as model_lib
 from examples.text_classification import train
 from examples.text_classification.configs import default as default_config
+from tests import ci
 
 
 def _missing_requirements() -> str:
@@ -55,9 +56,7 @@ def offline(monkeypatch):
   monkeypatch.setattr(socket, 'create_connection', refuse)
   missing = _missing_requirements()
   if missing:
-    if os.environ.get('CI', '').lower() in ('1', 'true', 'yes'):
-      pytest.fail(f'CI must install the example data and weights:\n{missing}')
-    pytest.skip(f'example data or weights not installed:\n{missing}')
+    ci.skip_or_fail(f'example data or weights not installed:\n{missing}')
 
 
 def test_network_is_refused_inside_these_tests():

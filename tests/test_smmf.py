@@ -99,21 +99,15 @@ class SMMFLeaf:
     return update.reshape(self.shape)
 
 
-def run_reference(x0, grad_fn, steps, lr, weight_decay=0.0, **kwargs):
-  """The official training loop in float64: decoupled ('adamw') decay, then
-  ``p -= lr * update``."""
-  lr_fn = lr if callable(lr) else (lambda t: lr)
-  x = {k: np.array(v, np.float64) for k, v in x0.items()}
-  leaves = {k: SMMFLeaf(np.shape(v), **kwargs) for k, v in x.items()}
-  history = []
-  for t in range(steps):
-    g = grad_fn(x, t)
-    eta = float(lr_fn(t))
-    for k in x:
-      x[k] = x[k] * (1 - eta * weight_decay)
-      x[k] = x[k] - eta * leaves[k].step(g[k])
-    history.append({k: v.copy() for k, v in x.items()})
-  return history, leaves
+def smmf_step(x0, **kwargs):
+  """The official step of every leaf of ``x0``: ``(reference_step, leaves)``.
+
+  The official training loop (decoupled 'adamw' decay ``p *= 1 - lr wd``,
+  then ``p -= lr update``) is :func:`tests.trajectories.run_reference`'s
+  ``p -= lr (update + wd p)``.
+  """
+  leaves = {k: SMMFLeaf(np.shape(v), **kwargs) for k, v in x0.items()}
+  return (lambda g, t: {k: leaves[k].step(g[k]) for k in g}), leaves
 
 
 # -- helpers ------------------------------------------------------------------
@@ -156,13 +150,10 @@ def test_matches_float64_transcription(make_opt, kwargs):
   steps, wd = 40, 1e-2
   lr = lambda t: 0.05 - (0.05 / 60) * t
   x0, grad_fn = trajectories.quadratic_problem(SHAPES)
-  want, leaves = run_reference(x0, grad_fn, steps, lr, weight_decay=wd,
-                               **kwargs)
-  with jax.enable_x64(True):
-    got, state = trajectories.run_optax(make_opt(lr, wd, **kwargs), x0, grad_fn, steps)
-  for t in range(steps):
-    err = trajectories.max_rel_err(got[t], want[t])
-    assert err < 1e-10, f'step {t}: max relative deviation {err:.3g}'
+  step, leaves = smmf_step(x0, **kwargs)
+  _, _, state = trajectories.compare_with_reference(
+      make_opt(lr, wd, **kwargs), step, x0, grad_fn, steps, lr,
+      weight_decay=wd, tol=1e-10)
   s = state[0]
   for k, leaf in leaves.items():
     if not leaf.factorized:  # exact (numel x 1) storage of the dense moments
@@ -184,8 +175,9 @@ def test_matches_float64_transcription(make_opt, kwargs):
 def test_vector_reshape_false_is_unfactored_adam():
   """The transcription's dense path really differs from the factored one."""
   x0, grad_fn = trajectories.quadratic_problem({'v': (16,)})
-  factored, _ = run_reference(x0, grad_fn, 5, 0.05)
-  dense, _ = run_reference(x0, grad_fn, 5, 0.05, vector_reshape=False)
+  factored = trajectories.run_reference(smmf_step(x0)[0], x0, grad_fn, 5, 0.05)
+  dense = trajectories.run_reference(smmf_step(x0, vector_reshape=False)[0],
+                                     x0, grad_fn, 5, 0.05)
   assert trajectories.max_rel_err(factored[-1], dense[-1]) > 1e-6
 
 

@@ -7,6 +7,7 @@ reshapes each tensor to its matrix explicitly and runs full SVDs in NumPy.
 
 from __future__ import annotations
 
+import functools
 import math
 
 import chex
@@ -28,6 +29,7 @@ from benchmarks.state_bytes import as_params
 from benchmarks.state_bytes import gpt2_small
 from benchmarks.state_bytes import state_bytes
 from tests import trajectories
+from tests import transform_checks
 from tests.optax_checks import OptaxCommonChecks
 
 # -- the float64 transcription -------------------------------------------------
@@ -112,15 +114,10 @@ class SNSMLeaf:
     return self._sn(g, self._numerator(g, t), t)
 
 
-def run_reference(x0, grad_fn, steps, lr, wd=0.0, **kw):
-  leaves = {k: SNSMLeaf(v.shape, **kw) for k, v in x0.items()}
-  x = {k: np.array(v, np.float64) for k, v in x0.items()}
-  history = []
-  for t in range(steps):
-    g = grad_fn(x, t)
-    x = {k: x[k] - lr(t) * (leaves[k].step(g[k], t) + wd * x[k]) for k in x}
-    history.append(x)
-  return history, leaves
+def snsm_step(x0, **kw):
+  """The step of every leaf of ``x0``: ``(reference_step, leaves)``."""
+  leaves = {k: SNSMLeaf(np.shape(v), **kw) for k, v in x0.items()}
+  return (lambda g, t: {k: leaves[k].step(g[k], t) for k in g}), leaves
 
 
 # -- problems and runners ------------------------------------------------------
@@ -157,9 +154,8 @@ def test_matches_float64_transcription(config):
   lr = lambda t: 0.05 - 0.001 * t
   x0, grad_fn = trajectories.quadratic_problem(
       {k: SHAPES[k] for k in c['shapes']}, curvature=True)
-  want, _ = run_reference(x0, grad_fn, steps, lr, wd, rank=rank, gap=gap,
-                          b1=c['b1'], b2=c['b2'], eps=eps, sm=c['sm'],
-                          subset_size=c['subset_size'])
+  step, _ = snsm_step(x0, rank=rank, gap=gap, b1=c['b1'], b2=c['b2'], eps=eps,
+                      sm=c['sm'], subset_size=c['subset_size'])
   if c['sm']:
     opt = adamw_snsm(lr, b1=c['b1'], b2=c['b2'], eps=eps, weight_decay=wd,
                      update_proj_gap=gap, rank=rank,
@@ -167,10 +163,9 @@ def test_matches_float64_transcription(config):
   else:
     opt = adamw_sn(lr, b1=c['b1'], b2=c['b2'], eps=eps, weight_decay=wd,
                    subset_size=c['subset_size'])
-  with jax.enable_x64(True):
-    got, _ = trajectories.run_optax(opt, x0, grad_fn, steps)
-  devs = [trajectories.max_rel_dev(got[t], want[t]) for t in range(steps)]
-  assert max(devs) < 1e-10, f'max relative deviation {max(devs):.3g}'
+  trajectories.compare_with_reference(
+      opt, step, x0, grad_fn, steps, lr, weight_decay=wd, tol=1e-10,
+      error=trajectories.max_rel_dev)
 
 
 def test_batch_axes_are_separate_matrices():
@@ -382,36 +377,9 @@ def test_zero_and_huge_gradients_stay_finite():
       assert np.all(np.isfinite(np.asarray(leaf, np.float64)))
 
 
-def test_none_leaves_and_masked_pass_through():
-  params = {'w': jnp.ones((4, 3)), 'frozen': None,
-            'step': jnp.ones((), jnp.int32)}
-  masked = optax.masked(adamw_snsm(0.1, rank=1),
-                        {'w': True, 'frozen': False, 'step': False})
-  grads = {'w': jnp.ones((4, 3)), 'frozen': None,
-           'step': jnp.zeros((), jnp.int32)}
-  updates, _ = jax.jit(masked.update)(grads, masked.init(params), params)
-  assert updates['frozen'] is None
-  assert updates['w'].shape == (4, 3)
-  multi = optax.multi_transform({'a': adamw_snsm(0.1), 'sgd': optax.sgd(0.1)},
-                                {'w': 'a', 'b': 'sgd'})
-  p2 = {'w': jnp.ones((4, 3)), 'b': jnp.ones(3)}
-  u2, _ = multi.update(p2, multi.init(p2), p2)
-  np.testing.assert_allclose(u2['b'], -0.1 * np.ones(3), rtol=1e-6)
-
-
-@pytest.mark.parametrize('factory', [adamw_snsm, adamw_sn],
-                         ids=['adamw_snsm', 'adamw_sn'])
-def test_integer_leaf_is_named(factory):
-  params = {'layer': {'w': jnp.ones((2, 2)), 'step': jnp.ones((), jnp.int32)}}
-  with pytest.raises(TypeError, match=r"\['layer'\]\['step'\].*int32"):
-    factory(0.1).init(params)
-  opt = factory(0.1)
-  state = opt.init({'a': jnp.ones((2, 2)), 'b': jnp.ones(3)})
-  with pytest.raises(TypeError, match=r"\['b'\].*int32"):
-    opt.update({'a': jnp.ones((2, 2)), 'b': jnp.ones(3, jnp.int32)}, state)
-
-
 def test_mismatched_updates_are_named():
+  """scale_by_adam_snsm on its own; a matrix's shape checked against its
+  projector (TestAdamWSNSMTransform checks the alias with vectors)."""
   opt = scale_by_adam_snsm(rank=1)
   state = opt.init({'a': jnp.ones((4, 3)), 'b': jnp.ones(3)})
   with pytest.raises(ValueError, match=r"no leaf \['b'\]"):
@@ -434,30 +402,6 @@ def test_bad_static_arguments():
     scale_by_subset_norm(subset_size=0).init(jnp.ones(4))
 
 
-def test_inject_hyperparams_same_trajectory():
-  params = jnp.linspace(-1, 2, 20).reshape(5, 4)
-  loss = lambda p: jnp.sum((p - 0.5) ** 4)
-  kw = dict(learning_rate=0.05, b1=0.8, b2=0.99, weight_decay=1e-2,
-            update_proj_gap=3)
-
-  def trajectory(opt):
-    @jax.jit
-    def step(p, s):
-      u, s = opt.update(jax.grad(loss)(p), s, p)
-      return optax.apply_updates(p, u), s
-
-    state, p, out = opt.init(params), params, []
-    for _ in range(8):
-      p, state = step(p, state)
-      out.append(p)
-    return out
-
-  plain = trajectory(adamw_snsm(rank=1, **kw))
-  injected = trajectory(optax.inject_hyperparams(
-      adamw_snsm, static_args=('rank',))(rank=1, **kw))
-  chex.assert_trees_all_close(injected, plain, rtol=1e-5)
-
-
 # -- optax's common checks -----------------------------------------------------
 
 
@@ -468,3 +412,23 @@ class TestSubsetNormOptaxChecks(OptaxCommonChecks):
       pytest.param(adamw_sn, {'learning_rate': 1e-3, 'weight_decay': 1e-4},
                    id='adamw_sn'),
   ]
+
+
+class TestAdamWSNSMTransform(transform_checks.TransformChecks):
+  ALIAS = adamw_snsm
+  SCALE_BY = scale_by_adam_snsm
+  NAME = 'scale_by_adam_snsm'
+  # Rank 1: every matrix of the checks (2 x 2 and up) has a projector.
+  STATIC_KWARGS = dict(rank=1)
+  # A refresh every 3 steps: the trajectory crosses four of them.
+  INJECT_KWARGS = dict(learning_rate=0.05, b1=0.8, b2=0.99, eps=1e-5,
+                       weight_decay=1e-2, update_proj_gap=3)
+
+
+class TestAdamWSNTransform(transform_checks.TransformChecks):
+  ALIAS = adamw_sn
+  # adamw_sn is scale_by_adam_snsm with subspace_momentum=False.
+  SCALE_BY = functools.partial(scale_by_adam_snsm, subspace_momentum=False)
+  NAME = 'scale_by_adam_snsm'
+  INJECT_KWARGS = dict(learning_rate=0.05, b1=0.8, b2=0.99, eps=1e-5,
+                       weight_decay=1e-2)

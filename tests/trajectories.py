@@ -1,7 +1,11 @@
-"""Shared by the exactness tests: a noisy quadratic, an optax runner, errors.
+"""Shared by the exactness tests: a noisy quadratic, the two runners, errors.
 
 Each optimizer's test runs the package's transformation and its own float64
-NumPy transcription on the same problem and compares the trajectories.
+NumPy transcription on the same problem and compares the trajectories, step
+by step, with :func:`compare_with_reference`. A transcription is a
+``reference_step(grads, t) -> directions`` (dicts of float64 arrays): the
+step before the learning rate and the decoupled weight decay, which
+:func:`run_reference` applies the same way for every optimizer.
 """
 
 from __future__ import annotations
@@ -57,6 +61,46 @@ def run_optax(opt, x0, grad_fn, steps, dtype=jnp.float64, all_states=False):
     history.append({k: np.asarray(v) for k, v in params.items()})
     states.append(state)
   return history, (states if all_states else state)
+
+
+def run_reference(reference_step, x0, grad_fn, steps, lr, weight_decay=0.0):
+  """The float64 loop of every transcription.
+
+  ``x_{t+1} = x_t - lr(t) (d_t + weight_decay x_t)`` with
+  ``d_t = reference_step(grad_fn(x_t, t), t)``; ``lr`` is a float or a
+  callable of ``t``. Returns the params after each step.
+  """
+  lr_fn = lr if callable(lr) else (lambda t: lr)
+  x = {k: np.array(v, np.float64) for k, v in x0.items()}
+  history = []
+  for t in range(steps):
+    d = reference_step(grad_fn(x, t), t)
+    eta = float(lr_fn(t))
+    x = {k: x[k] - eta * (d[k] + weight_decay * x[k]) for k in x}
+    history.append(x)
+  return history
+
+
+def compare_with_reference(opt, reference_step, x0, grad_fn, steps, lr, *,
+                           weight_decay=0.0, tol=1e-10, error=None,
+                           all_states=False):
+  """Runs the transcription and ``opt`` (float64, under x64) on one problem.
+
+  ``opt`` must apply ``lr`` and ``weight_decay`` as :func:`run_reference`
+  does. Asserts, at every one of the ``steps`` steps, that
+  ``error(got, want) < tol`` (``error`` defaults to :func:`max_rel_err`; a
+  NaN fails). Returns ``(got, want, state)``: both trajectories and the final
+  state of ``opt`` (every state with ``all_states``), for further checks.
+  """
+  error = error or max_rel_err
+  want = run_reference(reference_step, x0, grad_fn, steps, lr, weight_decay)
+  with jax.enable_x64(True):
+    got, state = run_optax(opt, x0, grad_fn, steps, all_states=all_states)
+  assert len(got) == len(want) == steps
+  for t in range(steps):
+    err = error(got[t], want[t])
+    assert err < tol, f'step {t}: {error.__name__} {err:.3g} (tol {tol:g})'
+  return got, want, state
 
 
 def max_rel_err(a, b):

@@ -3,7 +3,11 @@
 Subclass :class:`TransformChecks` (pytest collects ``Test*`` subclasses) and
 set ``ALIAS`` (the alias, called as ``ALIAS(learning_rate, **kw)``),
 ``SCALE_BY`` (the ``scale_by_X`` factory), ``NAME`` (how its errors name it)
-and ``INJECT_KWARGS`` (hyperparameters for the ``inject_hyperparams`` test).
+and ``INJECT_KWARGS`` (hyperparameters for the ``inject_hyperparams`` test),
+and optionally ``STATIC_KWARGS``: shape-setting arguments (a rank, a
+factoring threshold) given to every alias the checks build, and listed as
+``static_args`` to ``inject_hyperparams``, so that the checks' small matrices
+take the method's low-rank path rather than its dense fallback.
 """
 
 from __future__ import annotations
@@ -41,22 +45,25 @@ class TransformChecks:
   SCALE_BY = None
   NAME = ''
   INJECT_KWARGS: dict = {}
+  STATIC_KWARGS: dict = {}
 
   def alias(self, *args, **kwargs):
-    return type(self).ALIAS(*args, **kwargs)
+    return type(self).ALIAS(*args, **self.STATIC_KWARGS, **kwargs)
 
   def test_inject_hyperparams_same_trajectory(self):
     plain = trajectory(self.alias(**self.INJECT_KWARGS))
-    injected = trajectory(
-        optax.inject_hyperparams(type(self).ALIAS)(**self.INJECT_KWARGS))
+    injected = trajectory(optax.inject_hyperparams(
+        type(self).ALIAS, static_args=tuple(self.STATIC_KWARGS))(
+            **self.STATIC_KWARGS, **self.INJECT_KWARGS))
     chex.assert_trees_all_close(injected, plain, rtol=1e-5)
 
   def test_no_jit_matches_jit(self):
+    """Op by op and jitted, four steps (Alada: two p and two q refits)."""
     params = {'w': jnp.linspace(-1, 1, 12).reshape(3, 4), 'b': jnp.ones(4)}
     opt = self.alias(0.1, weight_decay=1e-3)
     s1 = s2 = opt.init(params)
     p1 = p2 = params
-    for t in range(3):
+    for t in range(4):
       grads = jax.tree.map(lambda x: jnp.sin(x * (t + 1)), p1)
       u1, s1 = opt.update(grads, s1, p1)
       u2, s2 = jax.jit(opt.update)(grads, s2, p2)
