@@ -269,7 +269,8 @@ def one_update(args) -> dict[str, Any]:
   params = harness.concrete_params(model)
   results = harness.time_programs(programs, opts, params,
                                   harness.fake_grads(params),
-                                  args.update_warmup, args.update_rounds)
+                                  args.update_warmup, args.update_rounds,
+                                  steps=2)  # Alada's even and odd step
   rows = []
   for n, prog in programs.items():
     accessed = harness.bytes_accessed(prog.compiled)
