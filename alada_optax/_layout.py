@@ -296,27 +296,13 @@ def _is_empty(x: Any) -> bool:
   return x is None or isinstance(x, optax.MaskedNode)
 
 
-def _plan_or_default(x, spec):
-  shape = tuple(jax.numpy.shape(x))
+def _plan_or_default(shape, spec):
   try:
     return matricize.plan_for(shape, spec)
   except ValueError:
     if len(shape) >= 2:
       raise
     return matricize.plan_for(shape)  # vectors: the methods ignore the spec
-
-
-def _plans(params: Any, dimension_numbers) -> Any:
-  """A plan per leaf, ``dimension_numbers`` as the optimizers read it."""
-  specs = matricize.resolve_dimension_numbers(dimension_numbers, params)
-  is_dn = lambda x: isinstance(x, matricize.MatrixDimensionNumbers)
-  if specs is None or is_dn(specs):
-    return jax.tree.map(lambda x: _plan_or_default(x, specs), params)
-  return jax.tree.map(
-      lambda spec, sub: jax.tree.map(lambda x: _plan_or_default(x, spec), sub),
-      specs, params,
-      is_leaf=lambda x: x is None or is_dn(x) or isinstance(
-          x, optax.MaskedNode))
 
 
 def state_specs(
@@ -354,7 +340,8 @@ def state_specs(
   shape_tree = jax.tree.unflatten(
       ref_def, [jax.ShapeDtypeStruct(s, 'float32') if s is not None else r
                 for s, r in zip(pshapes, flat_ref)])
-  flat_plans = ref_def.flatten_up_to(_plans(shape_tree, dimension_numbers))
+  flat_plans = ref_def.flatten_up_to(matricize.tree_plans(
+      shape_tree, dimension_numbers, _plan_or_default))
   paths = [k for k, _ in jax.tree_util.tree_leaves_with_path(
       reference, is_leaf=_is_empty)]
   out = {}

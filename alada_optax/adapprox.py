@@ -28,10 +28,9 @@ from alada_optax import _alias
 from alada_optax import _layout
 from alada_optax import _validation
 from alada_optax import matricize
+from alada_optax.matricize import matmul
 from alada_optax.subset_norm import _EMPTY
-from alada_optax.subset_norm import _map_with_specs
 from alada_optax.subset_norm import _per_leaf
-from alada_optax.subset_norm import matmul
 
 
 @dataclasses.dataclass(frozen=True)
@@ -302,10 +301,10 @@ def scale_by_adapprox(
   mu_dtype = _validation.check_mu_dtype(name, mu_dtype)
 
   def plans_for(tree):
-    return _map_with_specs(
-        lambda x, spec: factor_plan(jnp.shape(x), max_rank, oversample,
-                                    min_dim_size_to_factor, spec),
-        tree, dimension_numbers)
+    return matricize.tree_plans(
+        tree, dimension_numbers,
+        lambda shape, spec: factor_plan(shape, max_rank, oversample,
+                                        min_dim_size_to_factor, spec))
 
   def init_fn(params):
     _validation.check_float_leaves(params, 'parameter', name)

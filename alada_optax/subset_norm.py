@@ -36,6 +36,7 @@ from alada_optax import _alias
 from alada_optax import _layout
 from alada_optax import _validation
 from alada_optax import matricize
+from alada_optax.matricize import matmul
 
 _EMPTY = (0,)  # shape of the placeholder of a state entry a leaf does not use
 
@@ -194,29 +195,7 @@ def subspace_plan(
   return SubspacePlan(shape, rank, plan)
 
 
-def matmul(a: jax.Array, b: jax.Array, out_sharding=None) -> jax.Array:
-  """``a @ b`` in full float32 precision (no TF32 on GPUs), batched.
-
-  ``out_sharding``: the product's PartitionSpec on a mesh with explicit axes
-  (None elsewhere), needed where the contracted axis is sharded.
-  """
-  return jnp.matmul(a, b, precision=jax.lax.Precision.HIGHEST,
-                    out_sharding=out_sharding)
-
-
-# -- tree plumbing and checks --------------------------------------------------
-
-
-def _map_with_specs(fn, params, dimension_numbers):
-  """``fn(leaf, spec)`` for every array leaf, spec from dimension_numbers."""
-  specs = matricize.resolve_dimension_numbers(dimension_numbers, params)
-  if specs is None or isinstance(specs, matricize.MatrixDimensionNumbers):
-    return jax.tree.map(lambda x: fn(x, specs), params)
-  return jax.tree.map(
-      lambda spec, sub: jax.tree.map(lambda x: fn(x, spec), sub),
-      specs, params,
-      is_leaf=lambda x: x is None or isinstance(
-          x, (matricize.MatrixDimensionNumbers, optax.MaskedNode)))
+# -- tree plumbing ------------------------------------------------------------
 
 
 def _per_leaf(fn, treedef, n_out, *trees):
@@ -394,9 +373,9 @@ def scale_by_subset_norm(
       name, b2=(b2, _validation.UNIT), eps=(eps, _validation.NON_NEGATIVE))
 
   def plans_for(tree):
-    return _map_with_specs(
-        lambda x, spec: subset_plan(jnp.shape(x), subset_size, spec), tree,
-        dimension_numbers)
+    return matricize.tree_plans(
+        tree, dimension_numbers,
+        lambda shape, spec: subset_plan(shape, subset_size, spec))
 
   def init_fn(params):
     _validation.check_float_leaves(params, 'parameter', name)
@@ -511,9 +490,9 @@ def scale_by_subspace_momentum(
   mu_dtype = _validation.check_mu_dtype(name, mu_dtype)
 
   def plans_for(tree):
-    return _map_with_specs(
-        lambda x, spec: subspace_plan(jnp.shape(x), rank, spec), tree,
-        dimension_numbers)
+    return matricize.tree_plans(
+        tree, dimension_numbers,
+        lambda shape, spec: subspace_plan(shape, rank, spec))
 
   def init_fn(params):
     _validation.check_float_leaves(params, 'parameter', name)
@@ -615,13 +594,12 @@ def scale_by_adam_snsm(
   mu_dtype = _validation.check_mu_dtype(name, mu_dtype)
 
   def plans_for(tree):
-    def both(x, spec):
-      shape = jnp.shape(x)
+    def both(shape, spec):
       sp = (subspace_plan(shape, rank, spec) if subspace_momentum
             else SubspacePlan(tuple(int(k) for k in shape), 0))
       return sp, subset_plan(shape, subset_size, spec)
 
-    pairs = _map_with_specs(both, tree, dimension_numbers)
+    pairs = matricize.tree_plans(tree, dimension_numbers, both)
     is_pair = lambda x: isinstance(x, tuple) and len(x) == 2 and isinstance(
         x[0], SubspacePlan)
     return (jax.tree.map(lambda p: p[0], pairs, is_leaf=is_pair),
