@@ -269,11 +269,14 @@ class StateLayout:
       rules; the identity by default.
     strict: raise (instead of replicating) when a leaf does not fit its rule
       (a wrong ``dimension_numbers``).
+    placeholder: the shape of the entry of a field for a leaf that does not
+      use it (replicated, strict or not); None if the type has none.
   """
 
   fields: Mapping[str, Rule]
   plan: Callable[[tuple, Any], Any] = lambda shape, plan: plan
   strict: bool = False
+  placeholder: Optional[tuple] = None
 
 
 _REGISTRY: dict[type, StateLayout] = {}
@@ -359,7 +362,8 @@ def state_specs(
                              len(pshape))
       dims = rule(shape, pshape, layout.plan(pshape, plan))
       if dims is None:
-        if layout.strict and rule is not replicated:
+        if (layout.strict and rule is not replicated
+            and shape != layout.placeholder):
           raise ValueError(
               f'alada_optax.sharding: for leaf {jax.tree_util.keystr(path)}'
               f' of shape {pshape} the state field {name} has shape {shape},'

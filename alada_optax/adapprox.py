@@ -333,11 +333,12 @@ def scale_by_adapprox(
     _validation.check_float_leaves(updates, 'update', name)
     plans = plans_for(updates)
     _validation.check_state_shapes(
-        name, updates, jax.tree.map(lambda fp, g: (fp, jnp.shape(g)), plans,
-                                    updates),
-        lambda p: (p[1] if use_mu else _EMPTY, p[0].q_shape, p[0].u_shape,
-                   p[0].rank_shape, p[0].nu_shape),
-        state.mu, state.q, state.u, state.rank, state.nu)
+        name, updates, plans,
+        lambda shape, fp: {'mu': shape if use_mu else _EMPTY,
+                           'q': fp.q_shape, 'u': fp.u_shape,
+                           'rank': fp.rank_shape, 'nu': fp.nu_shape},
+        {'mu': state.mu, 'q': state.q, 'u': state.u, 'rank': state.rank,
+         'nu': state.nu})
     treedef = jax.tree.structure(updates)
     flat_plans = treedef.flatten_up_to(plans)
     factored_dtypes = [_validation.factor_dtype(g.dtype) for g, fp in zip(

@@ -394,7 +394,8 @@ def scale_by_subset_norm(
     _validation.check_float_leaves(updates, 'update', name)
     plans = plans_for(updates)
     _validation.check_state_shapes(
-        name, updates, plans, lambda sn: (sn.acc_shape,), state.nu)
+        name, updates, plans, lambda shape, sn: {'nu': sn.acc_shape},
+        {'nu': state.nu})
     treedef = jax.tree.structure(updates)
     direction, nu = _per_leaf(
         lambda g, n, sn: _sn_leaf(g, n, state.count, b2, eps, sn),
@@ -507,9 +508,10 @@ def scale_by_subspace_momentum(
         updates, state.mu, name, _validation.no_shape_check)
     _validation.check_float_leaves(updates, 'update', name)
     plans = plans_for(updates)
-    _validation.check_state_shapes(name, updates, plans,
-                        lambda sp: (sp.mu_shape, sp.proj_shape),
-                        state.mu, state.proj)
+    _validation.check_state_shapes(
+        name, updates, plans,
+        lambda shape, sp: {'mu': sp.mu_shape, 'proj': sp.proj_shape},
+        {'mu': state.mu, 'proj': state.proj})
     treedef = jax.tree.structure(updates)
     direction, mu, proj = _per_leaf(
         lambda g, m, p, sp: _sm_leaf(g, m, p, state.count, b1,
@@ -624,8 +626,9 @@ def scale_by_adam_snsm(
     sm_plans, sn_plans = plans_for(updates)
     _validation.check_state_shapes(
         name, updates, jax.tree.map(lambda a, b: (a, b), sm_plans, sn_plans),
-        lambda p: (p[0].mu_shape, p[0].proj_shape, p[1].acc_shape),
-        state.mu, state.proj, state.nu)
+        lambda shape, p: {'mu': p[0].mu_shape, 'proj': p[0].proj_shape,
+                          'nu': p[1].acc_shape},
+        {'mu': state.mu, 'proj': state.proj, 'nu': state.nu})
     treedef = jax.tree.structure(updates)
     direction, mu, proj, nu = _per_leaf(
         lambda g, m, p, n, sp, sn: _snsm_leaf(
