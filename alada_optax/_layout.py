@@ -1,6 +1,7 @@
 """Where each optimizer-state leaf lives, given its param's sharding: one table.
 
-Every state type of the package registers one :class:`StateLayout`: for each
+Every state type of the package has one :class:`StateLayout`, registered by
+its fields' declaration (:func:`alada_optax._leafwise.declare`): for each
 field, a *rule* that says which param axes each of the field's dimensions comes
 from (a row factor's last dimension comes from the param's row axes, merged; a
 first moment's dimensions from the param's own axes; a rank or a packed sign
@@ -283,7 +284,7 @@ _REGISTRY: dict[type, StateLayout] = {}
 
 
 def register(state_type: type, layout: StateLayout) -> None:
-  """Declares ``state_type``'s layout (each optimizer module does, once)."""
+  """Declares ``state_type``'s layout (``_leafwise.declare`` does, once)."""
   _REGISTRY[state_type] = layout
 
 

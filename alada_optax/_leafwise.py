@@ -20,13 +20,17 @@ and writes the step of one leaf, the *kernel*::
 where ``state`` is the state type holding one leaf's arrays (its whole-tree
 fields, ``count`` among them, are None; the kernel returns it with its
 fields replaced), ``plan`` the leaf's static plan and ``count`` the state's
-step count. :func:`transformation` makes the
+step count. A field's shape is None for a leaf that does not use it (a
+vector's row factor): the leaf holds a placeholder there, of one declared
+shape, replicated. :func:`transformation` makes the
 :class:`optax.GradientTransformation`: ``init`` (zeros of the declared
 shapes and dtypes), ``update``'s checks of its inputs, the kernel mapped
 over the leaves (None and :class:`optax.MaskedNode` kept, zero-size leaves
 given zero-size updates), the updates' and first moments' dtypes, the step
 count, and the state's layout on meshes with explicit axes. :func:`declare`
-registers the layout, which :mod:`alada_optax.sharding` reads too.
+registers the layout, which :mod:`alada_optax.sharding` reads too. Inputs
+that no leaf's state holds (Adapprox's random sketches) come through one
+hook, :class:`StepInputs`.
 """
 
 from __future__ import annotations

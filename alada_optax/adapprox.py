@@ -332,6 +332,8 @@ def scale_by_adapprox(
     return {'key': jax.random.key_data(jax.random.key(seed))}
 
   def draw(state, updates, plans):
+    # One draw for every leaf's sketch, in the dtype of the widest factored
+    # leaf; the key moves on.
     dtype = jnp.result_type(jnp.float32, *(
         _validation.factor_dtype(g.dtype)
         for g, fp in zip(updates, plans) if fp.factored))

@@ -25,6 +25,7 @@ from alada_optax import matricize
 # (each index along them an independent matrix), as in the official code.
 LAST_TWO_AXES = matricize.MatrixDimensionNumbers(row_axis=-2, col_axis=-1)
 
+
 class ScaleByCAMEState(NamedTuple):
   """State of :func:`scale_by_came`.
 
@@ -67,6 +68,7 @@ def _plan(shape, dimension_numbers=None) -> Optional[matricize.MatrixPlan]:
 
 
 def _factored(shape_of):
+  """A field's shape: ``shape_of(plan)`` for factored leaves, else none."""
   return lambda shape, plan: None if plan is None else shape_of(plan)
 
 
