@@ -120,9 +120,9 @@ def declare(
   Returns:
     The declaration, for :func:`transformation`.
   """
-  unknown = set(fields) - set(state._fields)
-  if unknown or 'count' not in state._fields:
-    raise ValueError(f'{state.__name__} has no count or no fields {unknown}.')
+  if 'count' not in state._fields or not set(fields) <= set(state._fields):
+    raise ValueError(f'{state.__name__} has no count, or not the fields'
+                     f' {sorted(fields)}.')
   placeholder = tuple(placeholder)
   layout = dict(fields={name: f.role for name, f in fields.items()},
                 placeholder=placeholder, strict=strict)
@@ -254,7 +254,7 @@ def transformation(
         jax.tree.unflatten(treedef, directions), updates, params)
     fields = {}
     for f in names:
-      fields[f] = jax.tree.unflatten(treedef, [getattr(l, f) for l in leaves])
+      fields[f] = jax.tree.unflatten(treedef, [getattr(s, f) for s in leaves])
       if declaration.fields[f].dtype is MOMENT:
         fields[f] = optax.tree.cast_like(fields[f], getattr(state, f))
     state = state._replace(count=optax.safe_increment(state.count), **fields,
