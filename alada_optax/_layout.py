@@ -1,6 +1,7 @@
 """Where each optimizer-state leaf lives, given its param's sharding: one table.
 
-Every state type of the package registers one :class:`StateLayout`: for each
+Every state type of the package has one :class:`StateLayout`, registered by
+its fields' declaration (:func:`alada_optax._leafwise.declare`): for each
 field, a *rule* that says which param axes each of the field's dimensions comes
 from (a row factor's last dimension comes from the param's row axes, merged; a
 first moment's dimensions from the param's own axes; a rank or a packed sign
@@ -269,18 +270,21 @@ class StateLayout:
       rules; the identity by default.
     strict: raise (instead of replicating) when a leaf does not fit its rule
       (a wrong ``dimension_numbers``).
+    placeholder: the shape of the entry of a field for a leaf that does not
+      use it (replicated, strict or not); None if the type has none.
   """
 
   fields: Mapping[str, Rule]
   plan: Callable[[tuple, Any], Any] = lambda shape, plan: plan
   strict: bool = False
+  placeholder: Optional[tuple] = None
 
 
 _REGISTRY: dict[type, StateLayout] = {}
 
 
 def register(state_type: type, layout: StateLayout) -> None:
-  """Declares ``state_type``'s layout (each optimizer module does, once)."""
+  """Declares ``state_type``'s layout (``_leafwise.declare`` does, once)."""
   _REGISTRY[state_type] = layout
 
 
@@ -296,27 +300,13 @@ def _is_empty(x: Any) -> bool:
   return x is None or isinstance(x, optax.MaskedNode)
 
 
-def _plan_or_default(x, spec):
-  shape = tuple(jax.numpy.shape(x))
+def _plan_or_default(shape, spec):
   try:
     return matricize.plan_for(shape, spec)
   except ValueError:
     if len(shape) >= 2:
       raise
     return matricize.plan_for(shape)  # vectors: the methods ignore the spec
-
-
-def _plans(params: Any, dimension_numbers) -> Any:
-  """A plan per leaf, ``dimension_numbers`` as the optimizers read it."""
-  specs = matricize.resolve_dimension_numbers(dimension_numbers, params)
-  is_dn = lambda x: isinstance(x, matricize.MatrixDimensionNumbers)
-  if specs is None or is_dn(specs):
-    return jax.tree.map(lambda x: _plan_or_default(x, specs), params)
-  return jax.tree.map(
-      lambda spec, sub: jax.tree.map(lambda x: _plan_or_default(x, spec), sub),
-      specs, params,
-      is_leaf=lambda x: x is None or is_dn(x) or isinstance(
-          x, optax.MaskedNode))
 
 
 def state_specs(
@@ -354,7 +344,8 @@ def state_specs(
   shape_tree = jax.tree.unflatten(
       ref_def, [jax.ShapeDtypeStruct(s, 'float32') if s is not None else r
                 for s, r in zip(pshapes, flat_ref)])
-  flat_plans = ref_def.flatten_up_to(_plans(shape_tree, dimension_numbers))
+  flat_plans = ref_def.flatten_up_to(matricize.tree_plans(
+      shape_tree, dimension_numbers, _plan_or_default))
   paths = [k for k, _ in jax.tree_util.tree_leaves_with_path(
       reference, is_leaf=_is_empty)]
   out = {}
@@ -372,7 +363,8 @@ def state_specs(
                              len(pshape))
       dims = rule(shape, pshape, layout.plan(pshape, plan))
       if dims is None:
-        if layout.strict and rule is not replicated:
+        if (layout.strict and rule is not replicated
+            and shape != layout.placeholder):
           raise ValueError(
               f'alada_optax.sharding: for leaf {jax.tree_util.keystr(path)}'
               f' of shape {pshape} the state field {name} has shape {shape},'

@@ -218,21 +218,29 @@ def check_state_type(state: Any, expected: type, transform: str) -> None:
 
 
 def check_state_shapes(transform: str, updates: Any, plans: Any,
-                        expected: Callable[[Any], tuple], *fields) -> None:
+                       expected: Callable[[tuple, Any], dict],
+                       fields: dict) -> None:
   """Raises an error naming the first leaf whose state has the wrong shapes.
 
-  ``expected(plan)`` gives the shapes of ``fields`` a leaf's plan implies.
+  Args:
+    transform: the transformation's name, for the message.
+    updates: the incoming updates.
+    plans: a plan per leaf of ``updates``.
+    expected: ``(leaf shape, plan) -> {field: shape}``, the shapes of the
+      state's ``fields`` that the leaf implies.
+    fields: the state's per-leaf fields, by name.
   """
   treedef = jax.tree.structure(updates)
-  columns = [treedef.flatten_up_to(f) for f in fields]
-  for (path, g), plan, arrays in zip(
+  columns = {f: treedef.flatten_up_to(tree) for f, tree in fields.items()}
+  for i, ((path, g), plan) in enumerate(zip(
       jax.tree_util.tree_leaves_with_path(updates),
-      treedef.flatten_up_to(plans), zip(*columns)):
-    want = tuple(tuple(s) for s in expected(plan))
-    have = tuple(tuple(jnp.shape(a)) for a in arrays)
+      treedef.flatten_up_to(plans))):
+    want = expected(jnp.shape(g), plan)
+    have = {f: tuple(jnp.shape(column[i])) for f, column in columns.items()}
     if want != have:
+      wrong = ', '.join(f'{f} {have[f]} (not {want[f]})' for f in want
+                        if want[f] != have[f])
       raise ValueError(
           f'{transform}: leaf {leaf_name(path)} has shape {jnp.shape(g)} in the'
-          f' updates, which implies optimizer state shapes {want}, but the'
-          f' state has {have}. Were the updates built from other params than'
-          ' those given to init?')
+          f' updates, but the optimizer state has {wrong} for it. Were the'
+          ' updates built from other params than those given to init?')

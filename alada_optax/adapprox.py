@@ -25,18 +25,16 @@ import numpy as np
 import optax
 
 from alada_optax import _alias
+from alada_optax import _leafwise
 from alada_optax import _layout
 from alada_optax import _validation
 from alada_optax import matricize
-from alada_optax.subset_norm import _EMPTY
-from alada_optax.subset_norm import _map_with_specs
-from alada_optax.subset_norm import _per_leaf
-from alada_optax.subset_norm import matmul
+from alada_optax.matricize import matmul
 
 
 @dataclasses.dataclass(frozen=True)
 class FactorPlan:
-  """How one leaf keeps its second moment.
+  """How one leaf keeps its moments.
 
   Attributes:
     shape: the leaf's shape.
@@ -45,6 +43,10 @@ class FactorPlan:
     factored: whether the second moment is ``Q U^T`` (else dense, exact).
     max_rank: columns of ``Q`` and ``U`` (``k_max``).
     width: columns of the random sketch, ``min(k_max + oversample, m, n)``.
+    first_moment: whether the leaf keeps a first moment (``b1`` is not None).
+
+  The ``*_shape`` properties give the state's shapes, None where the leaf
+  holds a placeholder.
   """
 
   shape: tuple[int, ...]
@@ -52,44 +54,54 @@ class FactorPlan:
   factored: bool
   max_rank: int
   width: int
+  first_moment: bool = True
+
+  @property
+  def mu_shape(self):
+    return self.shape if self.first_moment else None
 
   @property
   def q_shape(self):
     return (self.plan.batch_shape + (self.plan.m, self.max_rank)
-            if self.factored else _EMPTY)
+            if self.factored else None)
 
   @property
   def u_shape(self):
     return (self.plan.batch_shape + (self.plan.n, self.max_rank)
-            if self.factored else _EMPTY)
+            if self.factored else None)
 
   @property
   def rank_shape(self):
-    return self.plan.batch_shape if self.factored else _EMPTY
+    return self.plan.batch_shape if self.factored else None
 
   @property
   def nu_shape(self):
-    return _EMPTY if self.factored else self.shape
+    return None if self.factored else self.shape
 
   @property
   def sketch_shape(self):
+    """The random sketch's shape; ``(0,)`` (none) if not factored."""
+    if not self.factored:
+      return (0,)
     return self.plan.batch_shape + (self.plan.n, self.width)
 
 
 def factor_plan(shape, max_rank: int, oversample: int,
                 min_dim_size_to_factor: int,
-                dimension_numbers=None) -> FactorPlan:
+                dimension_numbers=None, first_moment: bool = True
+                ) -> FactorPlan:
   """Leaves of order >= 2 whose matrices have ``k_max < min(m, n)`` and
   ``min(m, n) >= min_dim_size_to_factor`` are factored; others keep a dense
   second moment."""
   shape = tuple(int(k) for k in shape)
   if len(shape) < 2:
-    return FactorPlan(shape, matricize.plan_for(shape), False, max_rank, 0)
+    return FactorPlan(shape, matricize.plan_for(shape), False, max_rank, 0,
+                      first_moment)
   plan = matricize.plan_for(shape, dimension_numbers)
   short = min(plan.m, plan.n)
   factored = max_rank < short and short >= min_dim_size_to_factor
   width = min(max_rank + oversample, short) if factored else 0
-  return FactorPlan(shape, plan, factored, max_rank, width)
+  return FactorPlan(shape, plan, factored, max_rank, width, first_moment)
 
 
 def as_rsi(v: jax.Array, sketch: jax.Array, *, max_rank: int,
@@ -146,47 +158,6 @@ def as_rsi(v: jax.Array, sketch: jax.Array, *, max_rank: int,
   return jnp.pad(q_k, pad), jnp.pad(u_k, pad), k
 
 
-@functools.partial(jax.jit,
-                   static_argnames=('fp', 'power_iterations', 'use_mu'))
-def _adapprox_leaf(g, mu, q, u, rank, nu, sketch, b1, b2, eps, clip_threshold,
-                   rank_tolerance, min_rank, *, fp: FactorPlan,
-                   power_iterations: int, use_mu: bool):
-  """One step for one leaf: returns ``(direction, mu, q, u, rank, nu)``."""
-  dtype = _validation.factor_dtype(g.dtype)
-  b1, b2, eps, clip_threshold, rank_tolerance = (
-      jnp.asarray(x, dtype)
-      for x in (b1, b2, eps, clip_threshold, rank_tolerance))
-  g = g.astype(dtype)
-  plan = fp.plan
-  if fp.factored:
-    grad = _layout.to_matrix(plan, g)
-    # Q U^T approximates a non-negative matrix but can have negative
-    # entries: clamp it at 0 where it is read, so V >= (1 - b2) G^2.
-    v_prev = jnp.maximum(matmul(q, jnp.swapaxes(u, -1, -2)), 0)
-    v = b2 * v_prev + (1 - b2) * grad * grad
-    # The factorisation is a constant to autodiff: QR and eigh have no
-    # useful derivatives at the rank-deficient matrices V often is (their
-    # derivatives divide by gaps between equal singular values).
-    q, u, rank = as_rsi(
-        jax.lax.stop_gradient(v), sketch.astype(dtype), max_rank=fp.max_rank,
-        power_iterations=power_iterations, rank_tolerance=rank_tolerance,
-        min_rank=min_rank)
-    step = grad / (jnp.sqrt(v) + eps)
-    rms = jnp.sqrt(jnp.mean(step * step, axis=(-2, -1), keepdims=True))
-    step = _layout.from_matrix(
-        plan, step / jnp.maximum(1, rms / clip_threshold), g)
-  else:
-    nu = b2 * nu + (1 - b2) * g * g
-    step = g / (jnp.sqrt(nu) + eps)
-    ms = plan.sum_per_matrix(step * step) / (plan.m * plan.n)
-    step = step / plan.expand_batch(jnp.maximum(1, jnp.sqrt(ms) /
-                                                clip_threshold))
-  if use_mu:
-    mu = b1 * mu.astype(dtype) + (1 - b1) * step
-    return mu, mu, q, u, rank, nu
-  return step, mu, q, u, rank, nu
-
-
 class ScaleByAdapproxState(NamedTuple):
   """State of :func:`scale_by_adapprox`.
 
@@ -216,10 +187,62 @@ class ScaleByAdapproxState(NamedTuple):
   nu: optax.Updates
 
 
-_layout.register(ScaleByAdapproxState, _layout.StateLayout(
-    {'mu': _layout.like_param, 'q': _layout.rows_by_rank,
-     'u': _layout.cols_by_rank, 'rank': _layout.batch,
-     'nu': _layout.like_param}))
+_FIELDS = _leafwise.declare(ScaleByAdapproxState, {
+    'mu': _leafwise.Field(_layout.like_param, lambda shape, fp: fp.mu_shape,
+                          _leafwise.MOMENT),
+    'q': _leafwise.Field(_layout.rows_by_rank, lambda shape, fp: fp.q_shape),
+    'u': _leafwise.Field(_layout.cols_by_rank, lambda shape, fp: fp.u_shape),
+    'rank': _leafwise.Field(_layout.batch, lambda shape, fp: fp.rank_shape,
+                            jnp.int32),
+    'nu': _leafwise.Field(_layout.like_param, lambda shape, fp: fp.nu_shape),
+})
+
+
+@functools.partial(jax.jit, static_argnames=('fp', 'power_iterations'))
+def _adapprox_leaf(g, state, fp: FactorPlan, count, hyperparams, sketch, *,
+                   power_iterations: int):
+  """One step for one leaf: returns the direction and the leaf's new state.
+
+  ``sketch``: the leaf's random sketch of this step (see
+  :func:`draw_sketches`).
+  """
+  del count  # no bias correction
+  dtype = _validation.factor_dtype(g.dtype)
+  b1, *rates, min_rank = hyperparams
+  b2, eps, clip_threshold, rank_tolerance = (
+      jnp.asarray(x, dtype) for x in rates)
+  g = g.astype(dtype)
+  q, u, rank, nu = state.q, state.u, state.rank, state.nu
+  plan = fp.plan
+  if fp.factored:
+    grad = _layout.to_matrix(plan, g)
+    # Q U^T approximates a non-negative matrix but can have negative
+    # entries: clamp it at 0 where it is read, so V >= (1 - b2) G^2.
+    v_prev = jnp.maximum(matmul(q, jnp.swapaxes(u, -1, -2)), 0)
+    v = b2 * v_prev + (1 - b2) * grad * grad
+    # The factorisation is a constant to autodiff: QR and eigh have no
+    # useful derivatives at the rank-deficient matrices V often is (their
+    # derivatives divide by gaps between equal singular values).
+    q, u, rank = as_rsi(
+        jax.lax.stop_gradient(v), sketch.astype(dtype), max_rank=fp.max_rank,
+        power_iterations=power_iterations, rank_tolerance=rank_tolerance,
+        min_rank=min_rank)
+    step = grad / (jnp.sqrt(v) + eps)
+    rms = jnp.sqrt(jnp.mean(step * step, axis=(-2, -1), keepdims=True))
+    step = _layout.from_matrix(
+        plan, step / jnp.maximum(1, rms / clip_threshold), g)
+  else:
+    nu = b2 * nu + (1 - b2) * g * g
+    step = g / (jnp.sqrt(nu) + eps)
+    ms = plan.sum_per_matrix(step * step) / (plan.m * plan.n)
+    step = step / plan.expand_batch(jnp.maximum(1, jnp.sqrt(ms) /
+                                                clip_threshold))
+  state = state._replace(q=q, u=u, rank=rank, nu=nu)
+  if fp.first_moment:
+    b1 = jnp.asarray(b1, dtype)
+    mu = b1 * state.mu.astype(dtype) + (1 - b1) * step
+    return mu, state._replace(mu=mu)
+  return step, state
 
 
 def draw_sketches(key_data: jax.Array, shapes, dtype):
@@ -298,73 +321,32 @@ def scale_by_adapprox(
       eps=(eps, _validation.NON_NEGATIVE),
       clip_threshold=(clip_threshold, _validation.POSITIVE),
       rank_tolerance=(rank_tolerance, _validation.NON_NEGATIVE))
-  use_mu = b1 is not None
   mu_dtype = _validation.check_mu_dtype(name, mu_dtype)
 
-  def plans_for(tree):
-    return _map_with_specs(
-        lambda x, spec: factor_plan(jnp.shape(x), max_rank, oversample,
-                                    min_dim_size_to_factor, spec),
-        tree, dimension_numbers)
+  def plan_fn(shape, spec):
+    return factor_plan(shape, max_rank, oversample, min_dim_size_to_factor,
+                       spec, first_moment=b1 is not None)
 
-  def init_fn(params):
-    _validation.check_float_leaves(params, 'parameter', name)
-    plans = plans_for(params)
+  def init_key(params):
+    del params
+    return {'key': jax.random.key_data(jax.random.key(seed))}
 
-    def zeros(shape_of, dtype_of):
-      return jax.tree.map(
-          lambda x, fp: jnp.zeros(shape_of(x, fp), dtype_of(x)), params, plans)
+  def draw(state, updates, plans):
+    # One draw for every leaf's sketch, in the dtype of the widest factored
+    # leaf; the key moves on.
+    dtype = jnp.result_type(jnp.float32, *(
+        _validation.factor_dtype(g.dtype)
+        for g, fp in zip(updates, plans) if fp.factored))
+    key, sketches = draw_sketches(
+        state.key, [fp.sketch_shape for fp in plans], dtype)
+    return sketches, {'key': key}
 
-    fdt = lambda x: _validation.factor_dtype(x.dtype)
-    return _layout.place(ScaleByAdapproxState(
-        count=jnp.zeros([], jnp.int32),
-        key=jax.random.key_data(jax.random.key(seed)),
-        mu=zeros(lambda x, fp: x.shape if use_mu else _EMPTY,
-                 lambda x: mu_dtype or x.dtype),
-        q=zeros(lambda x, fp: fp.q_shape, fdt),
-        u=zeros(lambda x, fp: fp.u_shape, fdt),
-        rank=zeros(lambda x, fp: fp.rank_shape, lambda x: jnp.int32),
-        nu=zeros(lambda x, fp: fp.nu_shape, fdt),
-    ), params, dimension_numbers)
-
-  def update_fn(updates, state, params=None):
-    _validation.check_state_type(state, ScaleByAdapproxState, name)
-    _validation.check_matches_state(
-        updates, state.nu, name, _validation.no_shape_check)
-    _validation.check_float_leaves(updates, 'update', name)
-    plans = plans_for(updates)
-    _validation.check_state_shapes(
-        name, updates, jax.tree.map(lambda fp, g: (fp, jnp.shape(g)), plans,
-                                    updates),
-        lambda p: (p[1] if use_mu else _EMPTY, p[0].q_shape, p[0].u_shape,
-                   p[0].rank_shape, p[0].nu_shape),
-        state.mu, state.q, state.u, state.rank, state.nu)
-    treedef = jax.tree.structure(updates)
-    flat_plans = treedef.flatten_up_to(plans)
-    factored_dtypes = [_validation.factor_dtype(g.dtype) for g, fp in zip(
-        treedef.flatten_up_to(updates), flat_plans) if fp.factored]
-    next_key, sketches = draw_sketches(
-        state.key,
-        [fp.sketch_shape if fp.factored else _EMPTY for fp in flat_plans],
-        jnp.result_type(jnp.float32, *factored_dtypes))
-    sketches = jax.tree.unflatten(treedef, sketches)
-
-    def leaf(g, mu, q, u, rank, nu, sketch, fp):
-      return _adapprox_leaf(
-          g, mu, q, u, rank, nu, sketch, 0.0 if b1 is None else b1, b2, eps,
-          clip_threshold, rank_tolerance, min_rank, fp=fp,
-          power_iterations=power_iterations, use_mu=use_mu)
-
-    direction, mu, q, u, rank, nu = _per_leaf(
-        leaf, treedef, 6, updates, state.mu, state.q, state.u, state.rank,
-        state.nu, sketches, plans)
-    direction = _validation.cast_updates(direction, updates, params)
-    return direction, _layout.place(ScaleByAdapproxState(
-        count=optax.safe_increment(state.count), key=next_key,
-        mu=optax.tree.cast_like(mu, state.mu), q=q, u=u, rank=rank, nu=nu),
-        updates, dimension_numbers)
-
-  return optax.GradientTransformation(init_fn, update_fn)
+  return _leafwise.transformation(
+      name, _FIELDS,
+      functools.partial(_adapprox_leaf, power_iterations=power_iterations),
+      (b1, b2, eps, clip_threshold, rank_tolerance, min_rank), plan_fn,
+      dimension_numbers=dimension_numbers, mu_dtype=mu_dtype,
+      step_inputs=_leafwise.StepInputs(init_key, draw))
 
 
 def adapprox(

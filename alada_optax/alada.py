@@ -13,6 +13,7 @@ import jax.numpy as jnp
 import optax
 
 from alada_optax import _alias
+from alada_optax import _leafwise
 from alada_optax import _layout
 from alada_optax import _validation
 from alada_optax import matricize
@@ -50,9 +51,17 @@ _NAME = 'scale_by_alada'
 
 # mu like the param, p and q along its row and column axes, v0 and t0 along
 # its batch axes (see alada_optax.sharding).
-_layout.register(ScaleByAladaState, _layout.StateLayout(
-    {'mu': _layout.like_param, 'p': _layout.rows, 'q': _layout.cols,
-     'v0': _layout.batch, 't0': _layout.batch}, strict=True))
+_FIELDS = _leafwise.declare(ScaleByAladaState, {
+    'mu': _leafwise.Field(_layout.like_param, _leafwise.param_shape,
+                          _leafwise.MOMENT),
+    'p': _leafwise.Field(_layout.rows,
+                         lambda shape, plan: plan.row_factor_shape),
+    'q': _leafwise.Field(_layout.cols,
+                         lambda shape, plan: plan.col_factor_shape),
+    'v0': _leafwise.Field(_layout.batch, lambda shape, plan: plan.batch_shape),
+    't0': _leafwise.Field(_layout.batch, lambda shape, plan: plan.batch_shape,
+                          jnp.int32),
+}, strict=True)
 
 
 class _Clock(NamedTuple):
@@ -269,6 +278,14 @@ def _alada_leaf(
   return direction, mu, p, q, v0, t0
 
 
+def _alada_kernel(g, state, plan, count, hyperparams):
+  """:func:`_alada_leaf` in the kernel signature of :mod:`_leafwise`."""
+  direction, mu, p, q, v0, t0 = _alada_leaf(
+      g, state.mu, state.p, state.q, state.v0, state.t0, count, plan,
+      *hyperparams)
+  return direction, state._replace(mu=mu, p=p, q=q, v0=v0, t0=t0)
+
+
 def scale_by_alada(
     b1: jax.typing.ArrayLike = 0.9,
     b2: jax.typing.ArrayLike = 0.9,
@@ -312,65 +329,9 @@ def scale_by_alada(
         _NAME, step_bound=(step_bound, _validation.POSITIVE))
   mu_dtype = _validation.check_mu_dtype(_NAME, mu_dtype)
 
-  def init_fn(params):
-    _validation.check_float_leaves(params, 'parameter', _NAME)
-    plans = matricize.tree_plans(params, dimension_numbers)
-
-    def factor(plan, x, shape_of):
-      return jnp.zeros(shape_of(plan), _validation.factor_dtype(x.dtype))
-
-    state = ScaleByAladaState(
-        count=jnp.zeros([], jnp.int32),
-        mu=optax.tree.zeros_like(params, dtype=mu_dtype),
-        p=jax.tree.map(
-            lambda x, pl: factor(pl, x, lambda pl: pl.row_factor_shape),
-            params,
-            plans,
-        ),
-        q=jax.tree.map(
-            lambda x, pl: factor(pl, x, lambda pl: pl.col_factor_shape),
-            params,
-            plans,
-        ),
-        v0=jax.tree.map(
-            lambda x, pl: factor(pl, x, lambda pl: pl.batch_shape),
-            params,
-            plans,
-        ),
-        t0=jax.tree.map(
-            lambda x, pl: jnp.zeros(pl.batch_shape, jnp.int32), params, plans
-        ),
-    )
-    # Explicit mesh axes: the state's layout comes with it (a no-op else).
-    return _layout.place(state, params, dimension_numbers)
-
-  def update_fn(updates, state, params=None):
-    _validation.check_state_type(state, ScaleByAladaState, _NAME)
-    _validation.check_matches_state(updates, state.mu, _NAME)
-    _validation.check_float_leaves(updates, 'update', _NAME)
-    plans = matricize.tree_plans(updates, dimension_numbers)
-
-    def leaf(g, mu, p, q, v0, t0, plan):
-      if not jnp.size(g):  # nothing to fit: a zero-size update
-        return jnp.zeros(jnp.shape(g), jnp.result_type(g)), mu, p, q, v0, t0
-      return _alada_leaf(g, mu, p, q, v0, t0, state.count, plan, b1, b2, eps,
-                         step_bound)
-
-    out = jax.tree.map(
-        leaf, updates, state.mu, state.p, state.q, state.v0, state.t0, plans
-    )
-    treedef = jax.tree.structure(updates)
-    direction, mu, p, q, v0, t0 = (
-        jax.tree.unflatten(treedef, [o[i] for o in treedef.flatten_up_to(out)])
-        for i in range(6)
-    )
-    direction = _validation.cast_updates(direction, updates, params)
-    mu = optax.tree.cast_like(mu, state.mu)
-    return direction, _layout.place(ScaleByAladaState(
-        count=optax.safe_increment(state.count), mu=mu, p=p, q=q, v0=v0, t0=t0
-    ), updates, dimension_numbers)
-
-  return optax.GradientTransformation(init_fn, update_fn)
+  return _leafwise.transformation(
+      _NAME, _FIELDS, _alada_kernel, (b1, b2, eps, step_bound),
+      dimension_numbers=dimension_numbers, mu_dtype=mu_dtype)
 
 
 def alada(

@@ -15,6 +15,7 @@ import jax.numpy as jnp
 import optax
 
 from alada_optax import _alias
+from alada_optax import _leafwise
 from alada_optax import _layout
 from alada_optax import _validation
 from alada_optax import matricize
@@ -23,9 +24,6 @@ from alada_optax import matricize
 # second-to-last axis, columns along its last, every leading axis a batch axis
 # (each index along them an independent matrix), as in the official code.
 LAST_TWO_AXES = matricize.MatrixDimensionNumbers(row_axis=-2, col_axis=-1)
-
-# Placeholder for a factor a leaf does not have (optax.adafactor's convention).
-_DUMMY_SHAPE = (1,)
 
 
 class ScaleByCAMEState(NamedTuple):
@@ -61,18 +59,36 @@ class ScaleByCAMEState(NamedTuple):
   res_col: optax.Updates
 
 
-def _plan(shape) -> Optional[matricize.MatrixPlan]:
+def _plan(shape, dimension_numbers=None) -> Optional[matricize.MatrixPlan]:
   """The factored view of a leaf, or None for vectors and scalars."""
+  del dimension_numbers  # always the last two axes
   if len(shape) < 2:
     return None
   return matricize.plan_for(shape, LAST_TWO_AXES)
 
 
-_layout.register(ScaleByCAMEState, _layout.StateLayout(
-    {'mu': _layout.like_param, 'v_row': _layout.rows, 'v_col': _layout.cols,
-     'v': _layout.like_param, 'res_row': _layout.rows,
-     'res_col': _layout.cols},
-    plan=lambda shape, plan: _plan(shape)))
+def _factored(shape_of):
+  """A field's shape: ``shape_of(plan)`` for factored leaves, else none."""
+  return lambda shape, plan: None if plan is None else shape_of(plan)
+
+
+_ROW = _leafwise.Field(_layout.rows, _factored(lambda p: p.row_factor_shape))
+_COL = _leafwise.Field(_layout.cols, _factored(lambda p: p.col_factor_shape))
+
+# Vectors have no row and column statistics and matrices no dense v: a
+# (1,) placeholder stands in (optax.adafactor's convention; saved states
+# have it).
+_FIELDS = _leafwise.declare(ScaleByCAMEState, {
+    'mu': _leafwise.Field(_layout.like_param, _leafwise.param_shape,
+                          _leafwise.MOMENT),
+    'v_row': _ROW,
+    'v_col': _COL,
+    'v': _leafwise.Field(
+        _layout.like_param,
+        lambda shape, plan: shape if plan is None else None),
+    'res_row': _ROW,
+    'res_col': _COL,
+}, placeholder=(1,), layout_plan=lambda shape, plan: _plan(shape))
 
 
 def _factored_rsqrt(
@@ -84,35 +100,25 @@ def _factored_rsqrt(
   return plan.expand_rows(r) * plan.expand_cols(jax.lax.rsqrt(col))
 
 
-@functools.partial(jax.jit, static_argnames=('plan', 'clip'))
+@functools.partial(jax.jit, static_argnames='plan')
 def _came_leaf(
     g: jax.Array,
-    mu: jax.Array,
-    v_row: jax.Array,
-    v_col: jax.Array,
-    v: jax.Array,
-    res_row: jax.Array,
-    res_col: jax.Array,
-    b1: jax.Array,
-    b2: jax.Array,
-    b3: jax.Array,
-    eps1: jax.Array,
-    eps2: jax.Array,
-    clipping_threshold: Optional[jax.Array],
+    state: ScaleByCAMEState,
     plan: Optional[matricize.MatrixPlan],
-    clip: bool,
-) -> tuple[jax.Array, ...]:
+    count: jax.Array,
+    hyperparams: tuple[jax.Array, ...],
+) -> tuple[jax.Array, ScaleByCAMEState]:
   """One step of CAME (Algorithm 1) for one leaf.
 
-  Returns the direction (factor dtype) and the new
-  ``(mu, v_row, v_col, v, res_row, res_col)``.
+  Returns the direction (factor dtype) and the leaf's new state.
   """
+  del count  # CAME has no bias correction
   dtype = _validation.factor_dtype(g.dtype)
-  if g.size == 0:  # nothing to do, and no 0 / 0 in the (empty) means
-    return g.astype(dtype), mu, v_row, v_col, v, res_row, res_col
-  b1, b2, b3, eps1, eps2 = (
-      jnp.asarray(x, dtype) for x in (b1, b2, b3, eps1, eps2))
+  *rates, clipping_threshold = hyperparams
+  b1, b2, b3, eps1, eps2 = (jnp.asarray(x, dtype) for x in rates)
   g = g.astype(dtype)
+  v_row, v_col, v = state.v_row, state.v_col, state.v
+  res_row, res_col = state.res_row, state.res_col
 
   # Second moment of the gradient, factored (Adafactor) or not.
   sq = g * g + eps1
@@ -125,12 +131,12 @@ def _came_leaf(
     u = jax.lax.rsqrt(v) * g
 
   # Update clipping: divide by max(1, RMS(U) / d), the RMS over the whole leaf.
-  if clip:
+  if clipping_threshold is not None:
     d = jnp.asarray(clipping_threshold, dtype)
     rms = jnp.sqrt(jnp.mean(u * u))
     u = u / jnp.maximum(rms / d, 1)
 
-  mu = b1 * mu.astype(dtype) + (1 - b1) * u
+  mu = b1 * state.mu.astype(dtype) + (1 - b1) * u
 
   # Confidence: factored EMA of the instability (U - mu)^2; step mu / sqrt(S).
   if plan is not None:
@@ -140,7 +146,8 @@ def _came_leaf(
     direction = _factored_rsqrt(plan, res_row, res_col) * mu
   else:
     direction = mu
-  return direction, mu, v_row, v_col, v, res_row, res_col
+  return direction, state._replace(mu=mu, v_row=v_row, v_col=v_col, v=v,
+                                   res_row=res_row, res_col=res_col)
 
 
 def scale_by_came(
@@ -175,61 +182,9 @@ def scale_by_came(
       eps2=(eps2, _validation.NON_NEGATIVE),
       clipping_threshold=(clipping_threshold, _validation.POSITIVE))
   mu_dtype = _validation.check_mu_dtype('scale_by_came', mu_dtype)
-  clip = clipping_threshold is not None
-
-  def init_fn(params):
-    _validation.check_float_leaves(params, 'parameter', 'scale_by_came')
-
-    def zeros(x, shape_of):
-      plan = _plan(jnp.shape(x))
-      return jnp.zeros(shape_of(plan, jnp.shape(x)),
-                       _validation.factor_dtype(jnp.result_type(x)))
-
-    def row(plan, shape):
-      return _DUMMY_SHAPE if plan is None else plan.row_factor_shape
-
-    def col(plan, shape):
-      return _DUMMY_SHAPE if plan is None else plan.col_factor_shape
-
-    def full(plan, shape):
-      return shape if plan is None else _DUMMY_SHAPE
-
-    field = lambda shape_of: jax.tree.map(lambda x: zeros(x, shape_of), params)
-    return _layout.place(ScaleByCAMEState(
-        count=jnp.zeros([], jnp.int32),
-        mu=optax.tree.zeros_like(params, dtype=mu_dtype),
-        v_row=field(row),
-        v_col=field(col),
-        v=field(full),
-        res_row=field(row),
-        res_col=field(col),
-    ), params)
-
-  def update_fn(updates, state, params=None):
-    _validation.check_state_type(state, ScaleByCAMEState, 'scale_by_came')
-    _validation.check_matches_state(updates, state.mu, 'scale_by_came')
-    _validation.check_float_leaves(updates, 'update', 'scale_by_came')
-
-    def leaf(g, mu, v_row, v_col, v, res_row, res_col):
-      return _came_leaf(
-          g, mu, v_row, v_col, v, res_row, res_col, b1, b2, b3, eps1, eps2,
-          clipping_threshold if clip else None,
-          plan=_plan(jnp.shape(g)), clip=clip)
-
-    out = jax.tree.map(leaf, updates, state.mu, state.v_row, state.v_col,
-                       state.v, state.res_row, state.res_col)
-    treedef = jax.tree.structure(updates)
-    direction, mu, v_row, v_col, v, res_row, res_col = (
-        jax.tree.unflatten(treedef, [o[i] for o in treedef.flatten_up_to(out)])
-        for i in range(7)
-    )
-    direction = _validation.cast_updates(direction, updates, params)
-    mu = optax.tree.cast_like(mu, state.mu)
-    return direction, _layout.place(ScaleByCAMEState(
-        count=optax.safe_increment(state.count), mu=mu, v_row=v_row,
-        v_col=v_col, v=v, res_row=res_row, res_col=res_col), updates)
-
-  return optax.GradientTransformation(init_fn, update_fn)
+  return _leafwise.transformation(
+      'scale_by_came', _FIELDS, _came_leaf,
+      (b1, b2, b3, eps1, eps2, clipping_threshold), _plan, mu_dtype=mu_dtype)
 
 
 def came(

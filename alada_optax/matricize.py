@@ -262,18 +262,33 @@ def resolve_dimension_numbers(
   return dimension_numbers
 
 
-def tree_plans(params: Any, dimension_numbers: DimensionNumbersOrFn) -> Any:
-  """A pytree of :class:`MatrixPlan` (one per array leaf of ``params``).
+def tree_plans(
+    params: Any,
+    dimension_numbers: DimensionNumbersOrFn,
+    plan_fn: Callable[[tuple[int, ...], Any], Any] = plan_for,
+) -> Any:
+  """A pytree of plans, one per array leaf of ``params``.
 
   ``None`` leaves and :class:`optax.MaskedNode` in ``params`` stay as they are;
   ``dimension_numbers`` may be a prefix of ``params`` with None for eq. (12).
+
+  Args:
+    params: the params (or anything with their structure and shapes).
+    dimension_numbers: see :func:`resolve_dimension_numbers`.
+    plan_fn: ``(leaf shape, MatrixDimensionNumbers or None) -> plan``; by
+      default :func:`plan_for` (a :class:`MatrixPlan`). Optimizers with
+      plans of their own (Subset-Norm's subsets, Adapprox's factorisation)
+      pass theirs.
+
+  Returns:
+    A pytree with the structure of ``params`` of ``plan_fn``'s results.
   """
   dim_nums = resolve_dimension_numbers(dimension_numbers, params)
   if dim_nums is None or _is_dim_nums(dim_nums):
-    return jax.tree.map(lambda x: plan_for(jnp.shape(x), dim_nums), params)
+    return jax.tree.map(lambda x: plan_fn(jnp.shape(x), dim_nums), params)
 
   def per_subtree(spec, subtree):
-    return jax.tree.map(lambda x: plan_for(jnp.shape(x), spec), subtree)
+    return jax.tree.map(lambda x: plan_fn(jnp.shape(x), spec), subtree)
 
   return jax.tree.map(
       per_subtree,
@@ -283,6 +298,18 @@ def tree_plans(params: Any, dimension_numbers: DimensionNumbersOrFn) -> Any:
       or _is_dim_nums(x)
       or isinstance(x, optax.MaskedNode),
   )
+
+
+def matmul(a: jax.Array, b: jax.Array, out_sharding=None) -> jax.Array:
+  """``a @ b`` in full float32 precision (no TF32 on GPUs), batched.
+
+  For the methods that work on the matrix view itself
+  (:meth:`MatrixPlan.to_matrix`). ``out_sharding``: the product's sharding
+  on a mesh with explicit axes (None elsewhere), needed where the contracted
+  axis is sharded.
+  """
+  return jnp.matmul(a, b, precision=jax.lax.Precision.HIGHEST,
+                    out_sharding=out_sharding)
 
 
 @functools.lru_cache(maxsize=None)

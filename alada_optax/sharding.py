@@ -44,8 +44,8 @@ never move.
 from __future__ import annotations
 
 import warnings
-from collections.abc import Mapping, Sequence
-from typing import Any, Optional, Union
+from collections.abc import Mapping
+from typing import Any, Optional
 
 import jax
 import numpy as np
@@ -284,13 +284,20 @@ def state_shardings(
 # -- creating the state in place ---------------------------------------------
 
 
-def _unwrap_nnx_variables(tree: Any) -> Any:
-  """flax.nnx Variables -> their arrays (a no-op when nnx is not in use)."""
-  import sys  # pylint: disable=g-import-not-at-top
-  nnx = sys.modules.get('flax.nnx')
-  if nnx is None or not hasattr(nnx, 'as_pure'):
-    return tree
-  return nnx.as_pure(tree)
+def _is_boxed(x: Any) -> bool:
+  """A param boxed with metadata: a flax.nnx Variable, read by its interface.
+
+  flax is not imported: a tree can only hold Variables if its user did.
+  """
+  return (callable(getattr(x, 'get_value', None))
+          and callable(getattr(x, 'get_metadata', None)))
+
+
+def _unbox(tree: Any) -> Any:
+  """``tree`` with each boxed param (:func:`_is_boxed`) replaced by its
+  value, as ``nnx.as_pure`` does; other trees are returned as they are."""
+  return jax.tree.map(lambda x: x.get_value() if _is_boxed(x) else x, tree,
+                      is_leaf=_is_boxed)
 
 
 def sharded_init(
@@ -326,7 +333,7 @@ def sharded_init(
   """
 
   def init_fn(params):
-    params = _unwrap_nnx_variables(params)
+    params = _unbox(params)  # nnx.Optimizer gives its Variables
     leaves = [x for x in jax.tree.leaves(params, is_leaf=_is_empty)
               if not _is_empty(x)]
     if leaves and all(

@@ -18,6 +18,7 @@ from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
 from alada_optax import _alias
+from alada_optax import _leafwise
 from alada_optax import _layout
 from alada_optax import _validation
 from alada_optax.matricize import square_shape
@@ -55,15 +56,6 @@ class ScaleBySMMFState(NamedTuple):
   shape: optax.Updates
 
 
-# The square view's rows and the sign bytes are runs of the flattened leaf:
-# sharded like it where every device holds whole runs; the columns (the
-# shorter side) are replicated.
-_layout.register(ScaleBySMMFState, _layout.StateLayout(
-    {'m_row': _layout.flat_runs, 'm_col': _layout.replicated,
-     'm_sign': _layout.flat_runs, 'v_row': _layout.flat_runs,
-     'v_col': _layout.replicated, 'shape': _layout.replicated}))
-
-
 def _matrix_shape(shape, vector_reshape: bool) -> tuple[int, int]:
   """The rows x cols view of a leaf of this shape.
 
@@ -76,6 +68,27 @@ def _matrix_shape(shape, vector_reshape: bool) -> tuple[int, int]:
   if not vector_reshape and sum(1 for k in shape if k != 1) == 1:
     return numel, 1
   return square_shape(numel)
+
+
+def _num_bytes(shape) -> int:
+  return -(-math.prod(shape) // 8)
+
+
+# The plan of a leaf is its (rows, cols) view. The square view's rows and the
+# sign bytes are runs of the flattened leaf: sharded like it where every
+# device holds whole runs; the columns (the shorter side) are replicated.
+_ROW = _leafwise.Field(_layout.flat_runs, lambda shape, view: view[:1])
+_COL = _leafwise.Field(_layout.replicated, lambda shape, view: view[1:])
+_FIELDS = _leafwise.declare(ScaleBySMMFState, {
+    'm_row': _ROW,
+    'm_col': _COL,
+    'm_sign': _leafwise.Field(
+        _layout.flat_runs, lambda shape, view: (_num_bytes(shape),), jnp.uint8),
+    'v_row': _ROW,
+    'v_col': _COL,
+    'shape': _leafwise.Field(
+        _layout.replicated, lambda shape, view: shape + (0,), jnp.uint8),
+})
 
 
 def _compress(a: jax.Array) -> tuple[jax.Array, jax.Array]:
@@ -119,39 +132,32 @@ def _square_shardings(g, m_row, m_sign):
 @functools.partial(jax.jit, static_argnames='matrix_shape')
 def _smmf_leaf(
     g: jax.Array,
-    m_row: jax.Array,
-    m_col: jax.Array,
-    m_sign: jax.Array,
-    v_row: jax.Array,
-    v_col: jax.Array,
-    count: jax.Array,
-    beta: jax.Array,
-    eps: jax.Array,
-    decay_rate: jax.Array,
-    growth_rate: jax.Array,
+    state: ScaleBySMMFState,
     matrix_shape: tuple[int, int],
-) -> tuple[jax.Array, ...]:
+    count: jax.Array,
+    hyperparams: tuple[jax.Array, ...],
+) -> tuple[jax.Array, ScaleBySMMFState]:
   """One SMMF step for one leaf: decompress, update, compress, step.
 
   Returns the direction ``M / (sqrt(V) + eps)`` in the leaf's shape (factor
-  dtype) and the new ``(m_row, m_col, m_sign, v_row, v_col)``.
+  dtype) and the leaf's new state.
   """
   dtype = _validation.factor_dtype(g.dtype)
   beta, eps, decay_rate, growth_rate = (
-      jnp.asarray(x, dtype) for x in (beta, eps, decay_rate, growth_rate))
+      jnp.asarray(x, dtype) for x in hyperparams)
   rows, cols = matrix_shape
   shape = g.shape
-  square, flat, leaf = _square_shardings(g, m_row, m_sign)
+  square, flat, leaf = _square_shardings(g, state.m_row, state.m_sign)
   g = jnp.reshape(g.astype(dtype), (rows, cols), out_sharding=square)
   t = count.astype(dtype) + 1  # the paper's t = 1, 2, ...
 
   # Decompression: M_{t-1} = S o (r_m c_m^T), V_{t-1} = r_v c_v^T.
   positive = jnp.reshape(
-      jnp.unpackbits(m_sign, count=rows * cols),
+      jnp.unpackbits(state.m_sign, count=rows * cols),
       (rows, cols), out_sharding=square)
-  m_abs = m_row[:, None] * m_col[None, :]
+  m_abs = state.m_row[:, None] * state.m_col[None, :]
   m = jnp.where(positive.astype(bool), m_abs, -m_abs)
-  v = v_row[:, None] * v_col[None, :]
+  v = state.v_row[:, None] * state.v_col[None, :]
 
   # Time-varying rates: beta_m = beta growth^(t-1), beta_v = 1 - t^decay.
   beta_m = beta * growth_rate ** (t - 1)
@@ -167,7 +173,8 @@ def _smmf_leaf(
   # The step uses the dense M_t and V_t, before compression.
   direction = m / (jnp.sqrt(v) + eps)
   direction = jnp.reshape(direction, shape, out_sharding=leaf)
-  return direction, m_row, m_col, m_sign, v_row, v_col
+  return direction, state._replace(m_row=m_row, m_col=m_col, m_sign=m_sign,
+                                   v_row=v_row, v_col=v_col)
 
 
 def scale_by_smmf(
@@ -203,56 +210,10 @@ def scale_by_smmf(
       decay_rate=(decay_rate, _validation.Range(-1., 0.)),
       growth_rate=(growth_rate, _validation.UNIT))
 
-  def init_fn(params):
-    _validation.check_float_leaves(params, 'parameter', 'scale_by_smmf')
-
-    def factor(x, i):
-      return jnp.zeros(
-          _matrix_shape(jnp.shape(x), vector_reshape)[i],
-          _validation.factor_dtype(jnp.result_type(x)))
-
-    def sign(x):
-      return jnp.zeros((-(-math.prod(jnp.shape(x)) // 8),), jnp.uint8)
-
-    return _layout.place(ScaleBySMMFState(
-        count=jnp.zeros([], jnp.int32),
-        m_row=jax.tree.map(lambda x: factor(x, 0), params),
-        m_col=jax.tree.map(lambda x: factor(x, 1), params),
-        m_sign=jax.tree.map(sign, params),
-        v_row=jax.tree.map(lambda x: factor(x, 0), params),
-        v_col=jax.tree.map(lambda x: factor(x, 1), params),
-        shape=jax.tree.map(
-            lambda x: jnp.zeros(jnp.shape(x) + (0,), jnp.uint8), params),
-    ), params)
-
-  def update_fn(updates, state, params=None):
-    _validation.check_state_type(state, ScaleBySMMFState, 'scale_by_smmf')
-    _validation.check_matches_state(
-        updates, state.shape, 'scale_by_smmf',
-        lambda g, s: None if jnp.shape(g) == s.shape[:-1] else (
-            f'has shape {jnp.shape(g)} in the updates but {s.shape[:-1]} in'
-            ' the optimizer state'))
-    _validation.check_float_leaves(updates, 'update', 'scale_by_smmf')
-
-    def leaf(g, m_row, m_col, m_sign, v_row, v_col):
-      return _smmf_leaf(
-          g, m_row, m_col, m_sign, v_row, v_col, state.count, beta, eps,
-          decay_rate, growth_rate,
-          matrix_shape=_matrix_shape(jnp.shape(g), vector_reshape))
-
-    out = jax.tree.map(leaf, updates, state.m_row, state.m_col, state.m_sign,
-                       state.v_row, state.v_col)
-    treedef = jax.tree.structure(updates)
-    direction, m_row, m_col, m_sign, v_row, v_col = (
-        jax.tree.unflatten(treedef, [o[i] for o in treedef.flatten_up_to(out)])
-        for i in range(6)
-    )
-    direction = _validation.cast_updates(direction, updates, params)
-    return direction, _layout.place(ScaleBySMMFState(
-        count=optax.safe_increment(state.count), m_row=m_row, m_col=m_col,
-        m_sign=m_sign, v_row=v_row, v_col=v_col, shape=state.shape), updates)
-
-  return optax.GradientTransformation(init_fn, update_fn)
+  return _leafwise.transformation(
+      'scale_by_smmf', _FIELDS, _smmf_leaf,
+      (beta, eps, decay_rate, growth_rate),
+      lambda shape, spec: _matrix_shape(shape, vector_reshape))
 
 
 def smmf(

@@ -33,12 +33,11 @@ import numpy as np
 import optax
 
 from alada_optax import _alias
+from alada_optax import _leafwise
 from alada_optax import _layout
 from alada_optax import _validation
 from alada_optax import matricize
-
-_EMPTY = (0,)  # shape of the placeholder of a state entry a leaf does not use
-
+from alada_optax.matricize import matmul
 
 # -- per-leaf static plans -----------------------------------------------------
 
@@ -173,9 +172,9 @@ class SubspacePlan:
     return b + ((m, r) if self.side == 'right' else (r, n))
 
   @property
-  def proj_shape(self) -> tuple[int, ...]:
+  def proj_shape(self) -> Optional[tuple[int, ...]]:
     if not self.active:
-      return _EMPTY
+      return None  # no projector: a placeholder
     b, m, n, r = self.plan.batch_shape, self.plan.m, self.plan.n, self.rank
     return b + ((n, r) if self.side == 'right' else (m, r))
 
@@ -192,39 +191,6 @@ def subspace_plan(
   if rank >= min(plan.m, plan.n):
     return SubspacePlan(shape, rank)  # the subspace would be everything
   return SubspacePlan(shape, rank, plan)
-
-
-def matmul(a: jax.Array, b: jax.Array, out_sharding=None) -> jax.Array:
-  """``a @ b`` in full float32 precision (no TF32 on GPUs), batched.
-
-  ``out_sharding``: the product's PartitionSpec on a mesh with explicit axes
-  (None elsewhere), needed where the contracted axis is sharded.
-  """
-  return jnp.matmul(a, b, precision=jax.lax.Precision.HIGHEST,
-                    out_sharding=out_sharding)
-
-
-# -- tree plumbing and checks --------------------------------------------------
-
-
-def _map_with_specs(fn, params, dimension_numbers):
-  """``fn(leaf, spec)`` for every array leaf, spec from dimension_numbers."""
-  specs = matricize.resolve_dimension_numbers(dimension_numbers, params)
-  if specs is None or isinstance(specs, matricize.MatrixDimensionNumbers):
-    return jax.tree.map(lambda x: fn(x, specs), params)
-  return jax.tree.map(
-      lambda spec, sub: jax.tree.map(lambda x: fn(x, spec), sub),
-      specs, params,
-      is_leaf=lambda x: x is None or isinstance(
-          x, (matricize.MatrixDimensionNumbers, optax.MaskedNode)))
-
-
-def _per_leaf(fn, treedef, n_out, *trees):
-  """Maps ``fn`` over the leaves; returns ``n_out`` trees of its outputs."""
-  flat = [treedef.flatten_up_to(t) for t in trees]
-  outs = [fn(*args) for args in zip(*flat)]
-  return tuple(jax.tree.unflatten(treedef, [o[i] for o in outs])
-               for i in range(n_out))
 
 
 # -- the math of one leaf ------------------------------------------------------
@@ -292,35 +258,6 @@ def _subspace_momentum_numerator(g, mu, proj, count, b1, gap,
   return _layout.from_matrix(plan, numerator, g), mu, proj
 
 
-@functools.partial(jax.jit, static_argnames='sn')
-def _sn_leaf(g, nu, count, b2, eps, sn):
-  dtype = _validation.factor_dtype(g.dtype)
-  b2, eps = jnp.asarray(b2, dtype), jnp.asarray(eps, dtype)
-  g = g.astype(dtype)
-  denom, nu = _subset_norm_denominator(g, nu, count, b2, eps, sn)
-  return sn.divide(g, denom), nu
-
-
-@functools.partial(jax.jit, static_argnames='sp')
-def _sm_leaf(g, mu, proj, count, b1, gap, sp):
-  dtype = _validation.factor_dtype(g.dtype)
-  b1 = jnp.asarray(b1, dtype)
-  g = g.astype(dtype)
-  return _subspace_momentum_numerator(
-      g, mu.astype(dtype), proj, count, b1, gap, sp)
-
-
-@functools.partial(jax.jit, static_argnames=('sp', 'sn'))
-def _snsm_leaf(g, mu, proj, nu, count, b1, b2, eps, gap, sp, sn):
-  dtype = _validation.factor_dtype(g.dtype)
-  b1, b2, eps = (jnp.asarray(x, dtype) for x in (b1, b2, eps))
-  g = g.astype(dtype)
-  numerator, mu, proj = _subspace_momentum_numerator(
-      g, mu.astype(dtype), proj, count, b1, gap, sp)
-  denom, nu = _subset_norm_denominator(g, nu, count, b2, eps, sn)
-  return sn.divide(numerator, denom), mu, proj, nu
-
-
 def _check_gap(update_proj_gap):
   if isinstance(update_proj_gap, (int, np.integer)) and update_proj_gap < 1:
     raise ValueError(
@@ -350,8 +287,18 @@ class ScaleBySubsetNormState(NamedTuple):
   nu: optax.Updates
 
 
-_layout.register(ScaleBySubsetNormState, _layout.StateLayout(
-    {'nu': _layout.subsets}))
+_SN_FIELDS = _leafwise.declare(ScaleBySubsetNormState, {
+    'nu': _leafwise.Field(_layout.subsets, lambda shape, sn: sn.acc_shape),
+})
+
+
+@functools.partial(jax.jit, static_argnames='sn')
+def _sn_leaf(g, state, sn, count, hyperparams):
+  dtype = _validation.factor_dtype(g.dtype)
+  b2, eps = (jnp.asarray(x, dtype) for x in hyperparams)
+  g = g.astype(dtype)
+  denom, nu = _subset_norm_denominator(g, state.nu, count, b2, eps, sn)
+  return sn.divide(g, denom), state._replace(nu=nu)
 
 
 def scale_by_subset_norm(
@@ -393,39 +340,10 @@ def scale_by_subset_norm(
   _validation.check_hyperparams(
       name, b2=(b2, _validation.UNIT), eps=(eps, _validation.NON_NEGATIVE))
 
-  def plans_for(tree):
-    return _map_with_specs(
-        lambda x, spec: subset_plan(jnp.shape(x), subset_size, spec), tree,
-        dimension_numbers)
-
-  def init_fn(params):
-    _validation.check_float_leaves(params, 'parameter', name)
-    plans = plans_for(params)
-    return _layout.place(ScaleBySubsetNormState(
-        count=jnp.zeros([], jnp.int32),
-        nu=jax.tree.map(
-            lambda x, sn: jnp.zeros(sn.acc_shape,
-                                    _validation.factor_dtype(x.dtype)),
-            params, plans)), params, dimension_numbers)
-
-  def update_fn(updates, state, params=None):
-    _validation.check_state_type(state, ScaleBySubsetNormState, name)
-    _validation.check_matches_state(
-        updates, state.nu, name, _validation.no_shape_check)
-    _validation.check_float_leaves(updates, 'update', name)
-    plans = plans_for(updates)
-    _validation.check_state_shapes(
-        name, updates, plans, lambda sn: (sn.acc_shape,), state.nu)
-    treedef = jax.tree.structure(updates)
-    direction, nu = _per_leaf(
-        lambda g, n, sn: _sn_leaf(g, n, state.count, b2, eps, sn),
-        treedef, 2, updates, state.nu, plans)
-    direction = _validation.cast_updates(direction, updates, params)
-    return direction, _layout.place(ScaleBySubsetNormState(
-        count=optax.safe_increment(state.count), nu=nu), updates,
-        dimension_numbers)
-
-  return optax.GradientTransformation(init_fn, update_fn)
+  return _leafwise.transformation(
+      name, _SN_FIELDS, _sn_leaf, (b2, eps),
+      lambda shape, spec: subset_plan(shape, subset_size, spec),
+      dimension_numbers=dimension_numbers)
 
 
 # -- Subspace-Momentum on its own ----------------------------------------------
@@ -448,18 +366,23 @@ class ScaleBySubspaceMomentumState(NamedTuple):
   proj: optax.Updates
 
 
-_layout.register(ScaleBySubspaceMomentumState, _layout.StateLayout(
-    {'mu': _layout.subspace_momentum, 'proj': _layout.subspace_projector}))
+_SM_FIELDS = _leafwise.declare(ScaleBySubspaceMomentumState, {
+    'mu': _leafwise.Field(_layout.subspace_momentum,
+                          lambda shape, sp: sp.mu_shape, _leafwise.MOMENT),
+    'proj': _leafwise.Field(_layout.subspace_projector,
+                            lambda shape, sp: sp.proj_shape),
+})
 
 
-def _sm_init(params, plans, mu_dtype):
-  def mu(x, sp):
-    return jnp.zeros(sp.mu_shape, mu_dtype or x.dtype)
-
-  def proj(x, sp):
-    return jnp.zeros(sp.proj_shape, _validation.factor_dtype(x.dtype))
-
-  return (jax.tree.map(mu, params, plans), jax.tree.map(proj, params, plans))
+@functools.partial(jax.jit, static_argnames='sp')
+def _sm_leaf(g, state, sp, count, hyperparams):
+  dtype = _validation.factor_dtype(g.dtype)
+  b1, gap = hyperparams
+  b1 = jnp.asarray(b1, dtype)
+  g = g.astype(dtype)
+  direction, mu, proj = _subspace_momentum_numerator(
+      g, state.mu.astype(dtype), state.proj, count, b1, gap, sp)
+  return direction, state._replace(mu=mu, proj=proj)
 
 
 def scale_by_subspace_momentum(
@@ -510,39 +433,10 @@ def scale_by_subspace_momentum(
   _validation.check_hyperparams(name, b1=(b1, _validation.DECAY))
   mu_dtype = _validation.check_mu_dtype(name, mu_dtype)
 
-  def plans_for(tree):
-    return _map_with_specs(
-        lambda x, spec: subspace_plan(jnp.shape(x), rank, spec), tree,
-        dimension_numbers)
-
-  def init_fn(params):
-    _validation.check_float_leaves(params, 'parameter', name)
-    mu, proj = _sm_init(params, plans_for(params), mu_dtype)
-    return _layout.place(ScaleBySubspaceMomentumState(
-        count=jnp.zeros([], jnp.int32), mu=mu, proj=proj), params,
-        dimension_numbers)
-
-  def update_fn(updates, state, params=None):
-    _validation.check_state_type(state, ScaleBySubspaceMomentumState, name)
-    _validation.check_matches_state(
-        updates, state.mu, name, _validation.no_shape_check)
-    _validation.check_float_leaves(updates, 'update', name)
-    plans = plans_for(updates)
-    _validation.check_state_shapes(name, updates, plans,
-                        lambda sp: (sp.mu_shape, sp.proj_shape),
-                        state.mu, state.proj)
-    treedef = jax.tree.structure(updates)
-    direction, mu, proj = _per_leaf(
-        lambda g, m, p, sp: _sm_leaf(g, m, p, state.count, b1,
-                                     update_proj_gap, sp),
-        treedef, 3, updates, state.mu, state.proj, plans)
-    direction = _validation.cast_updates(direction, updates, params)
-    return direction, _layout.place(ScaleBySubspaceMomentumState(
-        count=optax.safe_increment(state.count),
-        mu=optax.tree.cast_like(mu, state.mu), proj=proj), updates,
-        dimension_numbers)
-
-  return optax.GradientTransformation(init_fn, update_fn)
+  return _leafwise.transformation(
+      name, _SM_FIELDS, _sm_leaf, (b1, update_proj_gap),
+      lambda shape, spec: subspace_plan(shape, rank, spec),
+      dimension_numbers=dimension_numbers, mu_dtype=mu_dtype)
 
 
 # -- Adam-SN with Subspace-Momentum --------------------------------------------
@@ -565,9 +459,29 @@ class ScaleByAdamSNSMState(NamedTuple):
   nu: optax.Updates
 
 
-_layout.register(ScaleByAdamSNSMState, _layout.StateLayout(
-    {'mu': _layout.subspace_momentum, 'proj': _layout.subspace_projector,
-     'nu': _layout.subsets}))
+# Each leaf's plan is the pair (SubspacePlan, SubsetPlan).
+_SNSM_FIELDS = _leafwise.declare(ScaleByAdamSNSMState, {
+    'mu': _leafwise.Field(_layout.subspace_momentum,
+                          lambda shape, plans: plans[0].mu_shape,
+                          _leafwise.MOMENT),
+    'proj': _leafwise.Field(_layout.subspace_projector,
+                            lambda shape, plans: plans[0].proj_shape),
+    'nu': _leafwise.Field(_layout.subsets,
+                          lambda shape, plans: plans[1].acc_shape),
+})
+
+
+@functools.partial(jax.jit, static_argnames='plans')
+def _snsm_leaf(g, state, plans, count, hyperparams):
+  sp, sn = plans
+  dtype = _validation.factor_dtype(g.dtype)
+  *rates, gap = hyperparams
+  b1, b2, eps = (jnp.asarray(x, dtype) for x in rates)
+  g = g.astype(dtype)
+  numerator, mu, proj = _subspace_momentum_numerator(
+      g, state.mu.astype(dtype), state.proj, count, b1, gap, sp)
+  denom, nu = _subset_norm_denominator(g, state.nu, count, b2, eps, sn)
+  return sn.divide(numerator, denom), state._replace(mu=mu, proj=proj, nu=nu)
 
 
 def scale_by_adam_snsm(
@@ -614,53 +528,14 @@ def scale_by_adam_snsm(
       eps=(eps, _validation.NON_NEGATIVE))
   mu_dtype = _validation.check_mu_dtype(name, mu_dtype)
 
-  def plans_for(tree):
-    def both(x, spec):
-      shape = jnp.shape(x)
-      sp = (subspace_plan(shape, rank, spec) if subspace_momentum
-            else SubspacePlan(tuple(int(k) for k in shape), 0))
-      return sp, subset_plan(shape, subset_size, spec)
+  def plans(shape, spec):
+    sp = (subspace_plan(shape, rank, spec) if subspace_momentum
+          else SubspacePlan(tuple(int(k) for k in shape), 0))
+    return sp, subset_plan(shape, subset_size, spec)
 
-    pairs = _map_with_specs(both, tree, dimension_numbers)
-    is_pair = lambda x: isinstance(x, tuple) and len(x) == 2 and isinstance(
-        x[0], SubspacePlan)
-    return (jax.tree.map(lambda p: p[0], pairs, is_leaf=is_pair),
-            jax.tree.map(lambda p: p[1], pairs, is_leaf=is_pair))
-
-  def init_fn(params):
-    _validation.check_float_leaves(params, 'parameter', name)
-    sm_plans, sn_plans = plans_for(params)
-    mu, proj = _sm_init(params, sm_plans, mu_dtype)
-    return _layout.place(ScaleByAdamSNSMState(
-        count=jnp.zeros([], jnp.int32), mu=mu, proj=proj,
-        nu=jax.tree.map(
-            lambda x, sn: jnp.zeros(sn.acc_shape,
-                                    _validation.factor_dtype(x.dtype)),
-            params, sn_plans)), params, dimension_numbers)
-
-  def update_fn(updates, state, params=None):
-    _validation.check_state_type(state, ScaleByAdamSNSMState, name)
-    _validation.check_matches_state(
-        updates, state.mu, name, _validation.no_shape_check)
-    _validation.check_float_leaves(updates, 'update', name)
-    sm_plans, sn_plans = plans_for(updates)
-    _validation.check_state_shapes(
-        name, updates, jax.tree.map(lambda a, b: (a, b), sm_plans, sn_plans),
-        lambda p: (p[0].mu_shape, p[0].proj_shape, p[1].acc_shape),
-        state.mu, state.proj, state.nu)
-    treedef = jax.tree.structure(updates)
-    direction, mu, proj, nu = _per_leaf(
-        lambda g, m, p, n, sp, sn: _snsm_leaf(
-            g, m, p, n, state.count, b1, b2, eps, update_proj_gap, sp, sn),
-        treedef, 4, updates, state.mu, state.proj, state.nu, sm_plans,
-        sn_plans)
-    direction = _validation.cast_updates(direction, updates, params)
-    return direction, _layout.place(ScaleByAdamSNSMState(
-        count=optax.safe_increment(state.count),
-        mu=optax.tree.cast_like(mu, state.mu), proj=proj, nu=nu), updates,
-        dimension_numbers)
-
-  return optax.GradientTransformation(init_fn, update_fn)
+  return _leafwise.transformation(
+      name, _SNSM_FIELDS, _snsm_leaf, (b1, b2, eps, update_proj_gap), plans,
+      dimension_numbers=dimension_numbers, mu_dtype=mu_dtype)
 
 
 def adamw_snsm(

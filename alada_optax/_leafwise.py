@@ -1,0 +1,264 @@
+"""A scaffold for transformations that keep their state leaf by leaf.
+
+Every optimizer of this package keeps, for each leaf of the params, a few
+arrays (a first moment shaped like the leaf, row and column factors of its
+matrix view, a scalar per matrix, ...) and steps each leaf on its own. Its
+module declares the state's per-leaf fields once, each with its *role* (a
+rule of the layout table, :mod:`alada_optax._layout`: where the field lives
+given its param's sharding), its shape and its dtype::
+
+  _FIELDS = _leafwise.declare(ScaleByFooState, {
+      'mu': _leafwise.Field(_layout.like_param, _leafwise.param_shape,
+                            _leafwise.MOMENT),
+      'r': _leafwise.Field(_layout.rows, lambda _, plan: plan.row_factor_shape),
+  })
+
+and writes the step of one leaf, the *kernel*::
+
+  kernel(g, state, plan, count, hyperparams) -> (direction, state)
+
+where ``state`` is the state type holding one leaf's arrays (its whole-tree
+fields, ``count`` among them, are None; the kernel returns it with its
+fields replaced), ``plan`` the leaf's static plan and ``count`` the state's
+step count. A field's shape is None for a leaf that does not use it (a
+vector's row factor): the leaf holds a placeholder there, of one declared
+shape, replicated. :func:`transformation` makes the
+:class:`optax.GradientTransformation`: ``init`` (zeros of the declared
+shapes and dtypes), ``update``'s checks of its inputs, the kernel mapped
+over the leaves (None and :class:`optax.MaskedNode` kept, zero-size leaves
+given zero-size updates), the updates' and first moments' dtypes, the step
+count, and the state's layout on meshes with explicit axes. :func:`declare`
+registers the layout, which :mod:`alada_optax.sharding` reads too. Inputs
+that no leaf's state holds (Adapprox's random sketches) come through one
+hook, :class:`StepInputs`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, NamedTuple, Optional
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from alada_optax import _layout
+from alada_optax import _validation
+from alada_optax import matricize
+
+# The shape of a field's entry for a leaf that does not use the field (a
+# matrix's dense second moment where it is factored, a vector's factors).
+PLACEHOLDER = (0,)
+
+# Dtypes of a field, besides a concrete one (int32 counters, uint8 bits):
+FACTOR = 'factor'  # float32, or the param's dtype if wider.
+MOMENT = 'moment'  # mu_dtype, else the param's; kept in it across steps.
+
+
+def param_shape(shape, plan):
+  """The shape of a field shaped like its param (for :class:`Field`)."""
+  del plan
+  return shape
+
+
+class Field(NamedTuple):
+  """One per-leaf field of a state type.
+
+  Attributes:
+    role: where the field lives given its param's sharding: a rule of the
+      layout table (``_layout.like_param``, ``_layout.rows``,
+      ``_layout.cols``, ``_layout.batch``, ...).
+    shape: ``(param shape, plan) -> shape``, or None where the leaf does not
+      use the field (it then holds a placeholder, replicated).
+    dtype: :data:`FACTOR`, :data:`MOMENT` or a dtype.
+  """
+
+  role: _layout.Rule
+  shape: Callable[[tuple, Any], Optional[tuple]]
+  dtype: Any = FACTOR
+
+
+@dataclasses.dataclass(frozen=True)
+class Declaration:
+  """A state type's per-leaf fields (made by :func:`declare`)."""
+
+  state: type
+  fields: Mapping[str, Field]
+  placeholder: tuple
+
+  def shapes(self, shape, plan) -> dict:
+    """Each field's shape for a leaf of ``shape`` (placeholders included)."""
+    out = {}
+    for name, field in self.fields.items():
+      want = field.shape(tuple(shape), plan)
+      out[name] = self.placeholder if want is None else tuple(want)
+    return out
+
+
+def declare(
+    state: type,
+    fields: Mapping[str, Field],
+    *,
+    placeholder: Sequence[int] = PLACEHOLDER,
+    layout_plan: Optional[Callable[[tuple, Any], Any]] = None,
+    strict: bool = False,
+) -> Declaration:
+  """Declares ``state``'s per-leaf fields and registers its layout.
+
+  Args:
+    state: the state NamedTuple; it has a ``count`` field, and its fields
+      not in ``fields`` (``count``, Adapprox's ``key``) are whole-tree ones.
+    fields: the per-leaf fields, by name.
+    placeholder: the shape of a placeholder.
+    layout_plan: ``(param shape, plan of dimension_numbers) -> plan`` for
+      the layout rules, if the optimizer views leaves as matrices its own
+      way (see :class:`_layout.StateLayout`).
+    strict: the layout raises (instead of replicating) where a field does
+      not fit its role (a wrong ``dimension_numbers``).
+
+  Returns:
+    The declaration, for :func:`transformation`.
+  """
+  if 'count' not in state._fields or not set(fields) <= set(state._fields):
+    raise ValueError(f'{state.__name__} has no count, or not the fields'
+                     f' {sorted(fields)}.')
+  placeholder = tuple(placeholder)
+  layout = dict(fields={name: f.role for name, f in fields.items()},
+                placeholder=placeholder, strict=strict)
+  if layout_plan is not None:
+    layout['plan'] = layout_plan
+  _layout.register(state, _layout.StateLayout(**layout))
+  return Declaration(state, dict(fields), placeholder)
+
+
+class StepInputs(NamedTuple):
+  """A hook for kernels that need inputs no leaf's state holds.
+
+  Adapprox draws the random sketches of all leaves at once, from a key in
+  its state: ``draw`` gives the kernels their sketch (as their last
+  argument) and the state its next key.
+
+  Attributes:
+    init: ``params -> {field: value}``: the state's whole-tree fields
+      besides ``count``.
+    draw: ``(state, updates, plans) -> (inputs, {field: value})``, with
+      ``updates`` and ``plans`` the flat lists of the leaves (in
+      ``jax.tree.leaves`` order): one input per leaf, and the new values of
+      the whole-tree fields.
+  """
+
+  init: Callable[[Any], Mapping[str, Any]]
+  draw: Callable[[Any, list, list], tuple[Sequence[Any], Mapping[str, Any]]]
+
+
+Kernel = Callable[..., tuple[jax.Array, Any]]
+
+
+def transformation(
+    name: str,
+    declaration: Declaration,
+    kernel: Kernel,
+    hyperparams: Any,
+    plan_fn: Callable[[tuple, Any], Any] = matricize.plan_for,
+    *,
+    dimension_numbers: matricize.DimensionNumbersOrFn = None,
+    mu_dtype: Optional[jnp.dtype] = None,
+    step_inputs: Optional[StepInputs] = None,
+) -> optax.GradientTransformation:
+  """A transformation that steps each leaf with ``kernel``.
+
+  Args:
+    name: the transformation's name, for error messages.
+    declaration: its state's fields (:func:`declare`).
+    kernel: ``(g, state, plan, count, hyperparams) -> (direction, state)``
+      for one leaf (see the module's docstring); the direction in any
+      floating dtype (it is cast to the updates' dtype).
+    hyperparams: passed to the kernel as they are (a tuple, say).
+    plan_fn: ``(leaf shape, MatrixDimensionNumbers or None) -> plan``, the
+      leaf's static plan (hashable: kernels are jitted with it static).
+    dimension_numbers: the matrix views, as
+      :func:`~alada_optax.matricize.tree_plans` reads them.
+    mu_dtype: the dtype of the :data:`MOMENT` fields (None: the params').
+    step_inputs: see :class:`StepInputs`.
+
+  Returns:
+    A :class:`optax.GradientTransformation`.
+  """
+  state_type = declaration.state
+  names = tuple(declaration.fields)
+
+  def plans_for(tree):
+    return matricize.tree_plans(tree, dimension_numbers, plan_fn)
+
+  def dtype_of(field, x):
+    if field.dtype is FACTOR:
+      return _validation.factor_dtype(jnp.result_type(x))
+    if field.dtype is MOMENT:
+      return mu_dtype
+    return field.dtype
+
+  def zeros(field, x, plan):
+    shape, dtype = field.shape(jnp.shape(x), plan), dtype_of(field, x)
+    if shape is None:
+      shape = declaration.placeholder
+    elif tuple(shape) == jnp.shape(x):  # laid out, and typed, like the param
+      return jnp.zeros_like(x, dtype=dtype)
+    return jnp.zeros(shape, dtype or jnp.result_type(x))
+
+  def init_fn(params):
+    _validation.check_float_leaves(params, 'parameter', name)
+    plans = plans_for(params)
+    fields = {
+        f: jax.tree.map(lambda x, p, f=f: zeros(declaration.fields[f], x, p),
+                        params, plans)
+        for f in names}
+    others = step_inputs.init(params) if step_inputs else {}
+    state = state_type(count=jnp.zeros([], jnp.int32), **fields, **others)
+    # Explicit mesh axes: the state's layout comes with it (a no-op else).
+    return _layout.place(state, params, dimension_numbers)
+
+  def update_fn(updates, state, params=None):
+    _validation.check_state_type(state, state_type, name)
+    _validation.check_matches_state(
+        updates, getattr(state, names[0]), name, _validation.no_shape_check)
+    _validation.check_float_leaves(updates, 'update', name)
+    plans = plans_for(updates)
+    _validation.check_state_shapes(
+        name, updates, plans, declaration.shapes,
+        {f: getattr(state, f) for f in names})
+
+    treedef = jax.tree.structure(updates)
+    flat_updates = treedef.flatten_up_to(updates)
+    flat_plans = treedef.flatten_up_to(plans)
+    columns = [treedef.flatten_up_to(getattr(state, f)) for f in names]
+    if step_inputs:
+      inputs, others = step_inputs.draw(state, flat_updates, flat_plans)
+      inputs = [(x,) for x in inputs]
+    else:
+      inputs, others = [()] * len(flat_updates), {}
+    blank = dict.fromkeys(state_type._fields)
+    directions, leaves = [], []
+    for g, plan, extra, *arrays in zip(flat_updates, flat_plans, inputs,
+                                       *columns):
+      leaf = state_type(**{**blank, **dict(zip(names, arrays))})
+      if jnp.size(g):
+        direction, leaf = kernel(g, leaf, plan, state.count, hyperparams,
+                                 *extra)
+      else:  # nothing to step: a zero-size update, the state as it is
+        direction = jnp.zeros(jnp.shape(g), jnp.result_type(g))
+      directions.append(direction)
+      leaves.append(leaf)
+
+    direction = _validation.cast_updates(
+        jax.tree.unflatten(treedef, directions), updates, params)
+    fields = {}
+    for f in names:
+      fields[f] = jax.tree.unflatten(treedef, [getattr(s, f) for s in leaves])
+      if declaration.fields[f].dtype is MOMENT:
+        fields[f] = optax.tree.cast_like(fields[f], getattr(state, f))
+    state = state._replace(count=optax.safe_increment(state.count), **fields,
+                           **others)
+    return direction, _layout.place(state, updates, dimension_numbers)
+
+  return optax.GradientTransformation(init_fn, update_fn)
