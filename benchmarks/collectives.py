@@ -254,9 +254,14 @@ def short_op_name(name: str) -> str:
 
 
 def describe(c: dict[str, Any]) -> str:
-  """``all-gather f32[128,1024]``; a tuple as ``f32[256] + f32[256]``."""
-  arrays = ' + '.join(f'{dt}[{",".join(map(str, s))}]' for dt, s in c['shapes'])
-  return f'{c["op"]} {arrays}'
+  """``all-gather f32[128,1024]``; a tuple as ``f32[256] + f32[256]``, or
+  ``all-reduce of 8 arrays, the largest f32[256,128]`` past three."""
+  name = lambda dt, s: f'{dt}[{",".join(map(str, s))}]'
+  shapes = c['shapes']
+  if len(shapes) > 3:
+    dt, s = max(shapes, key=lambda x: math.prod(x[1]))
+    return f'{c["op"]} of {len(shapes)} arrays, the largest {name(dt, s)}'
+  return f'{c["op"]} ' + ' + '.join(name(dt, s) for dt, s in shapes)
 
 
 # -- compiling the sharded update ------------------------------------------
@@ -429,8 +434,10 @@ def breakdown_table(result: dict[str, Any], mode: str,
     for leaf, info in row.get('leaves', {}).items():
       shape, spec = result['leaves'][leaf]
       colls = sorted(info['collectives'], key=lambda c: -c['bytes'])[:top]
-      what = '; '.join(f'{describe(c)} ({_kib(c["bytes"])}) ← `{c["op_name"]}`'
-                       for c in colls) or '-'
+      what = '; '.join(
+          f'{describe(c)} ({_kib(c["bytes"])})'
+          + (f' ← `{c["op_name"]}`' if c['op_name'] else ' (no op name)')
+          for c in colls) or '-'
       mean = round(info['bytes_mean'])
       worst = ('' if info['bytes_worst'] == mean
                else f' ({_kib(info["bytes_worst"])})')
