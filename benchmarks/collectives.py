@@ -1,7 +1,8 @@
 r"""What each optimizer's sharded update moves between devices, from its HLO.
 
-    python -m benchmarks.collectives                 # ~1 min on 2 CPU cores
-    python -m benchmarks.collectives --quick         # small widths: a smoke run
+    python -m benchmarks.collectives                 # 27-40 s on 2 CPU cores
+    python -m benchmarks.collectives --quick --only alada,smmf,adam \
+        --breakdown smmf                             # what the tests run, ~15 s
 
 On 8 simulated CPU devices (a 2 x 4 ``('data', 'model')`` mesh; set up here,
 before JAX starts), the params of a transformer block of width ``d`` (256;
@@ -509,7 +510,9 @@ def build_parser() -> argparse.ArgumentParser:
   parser.add_argument('--quick', action='store_true',
                       help='width 64 (smaller ranks for adapprox and '
                            'adamw_snsm, so that they still take their matrix '
-                           'paths): a smoke run for the tests')
+                           'paths); compiling dominates the time, so it is '
+                           'hardly faster: --only, --modes and --breakdown '
+                           'cut it')
   parser.add_argument('--width', type=int, default=None,
                       help='model width d (default 256, 64 with --quick); '
                            'divisible by 8')
