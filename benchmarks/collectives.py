@@ -164,9 +164,10 @@ def bytes_per_step(hlo_text: str, branch: Union[Callable, int] = max,
   ``branch`` picks among a ``conditional``'s branches: a function of their
   costs (``max``: the costliest step, ``min``: the cheapest) or the index of
   the branch every conditional takes (the last one where it has fewer;
-  ``lax.switch``'s order, ``lax.cond``'s ``(false, true)``); with ``loops`` a ``while`` body counts as many
-  times as its ``known_trip_count`` (once where XLA does not know it), without
-  it once, as ``alada_optax.hlo.hlo_collective_bytes_per_step`` does (which
+  ``lax.switch``'s order, ``lax.cond``'s ``(false, true)``); with ``loops`` a
+  ``while`` body counts as many times as its ``known_trip_count`` (once where
+  XLA does not know it), without it once, as
+  ``alada_optax.hlo.hlo_collective_bytes_per_step`` does (which
   ``branch=max, loops=False`` reproduces).
 
   Returns:
@@ -405,7 +406,8 @@ def summary_table(result: dict[str, Any], mode: str) -> list[str]:
     ratio = row['bytes_mean'] / row['param_bytes']
     note = ' ¹' if row['warnings'] else ''
     lines.append(
-        f'| {result["optimizers"][name]}{note} | {counts} | {_largest_cell(row)}'
+        f'| {result["optimizers"][name]}{note} | {counts}'
+        f' | {_largest_cell(row)}'
         f' | {_kib(round(row["bytes_mean"]))} | {_kib(row["bytes_worst"])}'
         f' | {ratio:.3g} | {_kib(row["state_bytes_per_device"])} |')
   return lines
@@ -416,7 +418,8 @@ def steps_line(result: dict[str, Any], mode: str) -> str:
   parts = []
   for name, row in result['modes'][mode].items():
     if row['bytes_steps']:
-      steps = ', '.join(f'{label} {v:,}' for label, v in row['bytes_steps'].items())
+      steps = ', '.join(f'{label} {v:,}'
+                        for label, v in row['bytes_steps'].items())
       parts.append(f'{result["optimizers"][name]}: {steps}, worst'
                    f' {row["bytes_worst"]:,}')
     elif row['conditionals']:
