@@ -11,6 +11,7 @@ import sys
 
 import pytest
 
+from benchmarks import collectives
 from benchmarks import in_backward
 from benchmarks import run
 from benchmarks import state_bytes
@@ -87,8 +88,9 @@ class _Peak:
 
 
 @pytest.mark.parametrize('parser', [
-    run.build_parser(), state_bytes.build_parser(), in_backward.build_parser()],
-    ids=['run', 'state_bytes', 'in_backward'])
+    run.build_parser(), state_bytes.build_parser(), in_backward.build_parser(),
+    collectives.build_parser()],
+    ids=['run', 'state_bytes', 'in_backward', 'collectives'])
 def test_every_flag_is_documented(parser, capsys):
   for action in parser._actions:  # pylint: disable=protected-access
     assert action.help, f'{parser.prog}: {action.option_strings} has no help'
@@ -108,6 +110,30 @@ def test_state_bytes_help_does_not_run(monkeypatch, capsys):
     state_bytes.main(['--help'])
   assert exit_.value.code == 0
   assert 'usage: python -m benchmarks.state_bytes' in capsys.readouterr().out
+
+
+def test_collectives_writes_under_out_and_leaves_the_checkout_clean(tmp_path):
+  """benchmarks.collectives, one optimizer: its own 8 devices, default --out."""
+  before = _git_status()
+  proc = subprocess.run(
+      [sys.executable, '-m', 'benchmarks.collectives', '--quick', '--modes',
+       'auto', '--only', 'adam', '--breakdown', ''],
+      cwd=tmp_path, env=_env(), capture_output=True, text=True, timeout=600)
+  assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+  out = tmp_path / 'out' / 'collectives'
+  for name in ('collectives.md', 'collectives.json'):
+    assert (out / name).is_file(), name
+  last = proc.stdout.strip().splitlines()[-1]
+  assert 'wrote' in last and 'collectives.json' in last
+  assert '| optax.adam | 0 | 0 | 0 | 0 | 0 |' in proc.stdout
+  after = _git_status()
+  if before is not None:
+    assert after == before, f'the run changed the checkout:\n{after}'
+  with pytest.raises(SystemExit):
+    collectives.parse_args(['--only', 'alada,nope'])
+  with pytest.raises(SystemExit):
+    collectives.parse_args(['--modes', 'manual'])
+  assert collectives.parse_args([]).out == os.path.join('out', 'collectives')
 
 
 def test_example_main_help_and_no_backend_noise(tmp_path):
