@@ -2,7 +2,7 @@
 
 The measurement needs 8 simulated devices, set before JAX starts: it runs as
 ``python -m benchmarks.collectives --quick`` in a subprocess (about 15 s on 2
-CPU cores), on Alada, SMMF and Adam, both kinds of mesh axes.
+CPU cores), on Alada, SMMF, Adapprox and Adam, both kinds of mesh axes.
 """
 
 from __future__ import annotations
@@ -84,7 +84,8 @@ def quick(tmp_path_factory):
   env['PYTHONPATH'] = REPO + os.pathsep + env.get('PYTHONPATH', '')
   proc = subprocess.run(
       [sys.executable, '-m', 'benchmarks.collectives', '--quick',
-       '--only', 'alada,smmf,adam', '--breakdown', 'smmf', '--out', str(out)],
+       '--only', 'alada,smmf,adapprox,adam', '--breakdown', 'smmf', '--out',
+       str(out)],
       cwd=REPO, env=env, capture_output=True, text=True, timeout=600,
       check=False)
   assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
@@ -115,6 +116,25 @@ def test_alada_moves_only_vectors(quick, mode):
   # Even and odd steps refit different factors: both move something.
   assert all(v > 0 for v in row['bytes_steps'].values())
   assert row['bytes_worst'] == row['bytes_hlo_py']  # no loops in Alada
+
+
+@pytest.mark.parametrize('mode', ['auto', 'explicit'])
+def test_adapprox_moves_only_thin_products(quick, mode):
+  """Adapprox's randomized QR needs its m x w and n x w products whole: every
+  collective is at most (longest side) x (the sketch's width), never a
+  matrix. (On explicit axes, asking the product for a replicated result made
+  XLA all-gather the whole m x n matrix instead: 4.8x the params' bytes per
+  step at full size; see adapprox._tall_skinny.)"""
+  row = quick['modes'][mode]['adapprox']
+  longest_side = max(max(shape) for shape, _ in quick['leaves'].values())
+  smallest_matrix = min(math.prod(shape) for shape, _ in quick['leaves'].values()
+                        if len(shape) == 2)
+  dims = row['largest']['shapes'][0][1]
+  assert len(dims) == 2 and max(dims) <= longest_side, row['largest']
+  assert min(dims) < min(min(shape) for shape, _ in quick['leaves'].values()
+                         if len(shape) == 2) // 4, row['largest']
+  assert row['largest']['elements'] < smallest_matrix, row['largest']
+  assert row['bytes_worst'] < row['param_bytes'], row['bytes_worst']
 
 
 @pytest.mark.parametrize('mode', ['auto', 'explicit'])
