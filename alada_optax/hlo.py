@@ -9,13 +9,16 @@ vector-sized data::
   for c in hlo.hlo_collectives(compiled.as_text()):
     print(c.op, c.shapes, c.bytes)
   print(hlo.hlo_collective_bytes_per_step(compiled.as_text()))
+
+``python -m benchmarks.collectives`` tabulates it for every optimizer.
 """
 
 from __future__ import annotations
 
 import math
 import re
-from typing import NamedTuple, Optional
+from collections.abc import Callable
+from typing import NamedTuple, Optional, Union
 
 _COLLECTIVES = (
     'all-reduce', 'all-gather', 'reduce-scatter', 'all-to-all',
@@ -35,7 +38,12 @@ _COLLECTIVE_RE = re.compile(
 )
 _BRANCHES_RE = re.compile(r'branch_computations=\{([^}]*)\}')
 _TRUE_FALSE_RE = re.compile(r'(?:true|false)_computation=%?([\w.\-]+)')
-_CALLS_RE = re.compile(r'\b(?:calls|body|to_apply)=%?([\w.\-]+)')
+_WHILE_RE = re.compile(r'\swhile\(')
+_BODY_RE = re.compile(r'\bbody=%?([\w.\-]+)')
+_CONDITION_RE = re.compile(r'\bcondition=%?([\w.\-]+)')
+_TRIP_COUNT_RE = re.compile(r'"known_trip_count":\{"n":"(\d+)"\}')
+_CALLS_RE = re.compile(r'\b(?:calls|to_apply)=%?([\w.\-]+)')
+_OP_NAME_RE = re.compile(r'op_name="([^"]*)"')
 
 
 class Collective(NamedTuple):
@@ -47,6 +55,8 @@ class Collective(NamedTuple):
     elements: number of elements in ``shapes``.
     bytes: their size in bytes.
     computation: the HLO computation it is in.
+    op_name: the JAX operation XLA made it for, from its metadata (e.g.
+      ``jit(step)/jit(_smmf_leaf)/reshape``), or None.
   """
 
   op: str
@@ -54,6 +64,7 @@ class Collective(NamedTuple):
   elements: int
   bytes: int
   computation: Optional[str]
+  op_name: Optional[str] = None
 
 
 def hlo_collectives(hlo_text: str) -> list[Collective]:
@@ -74,7 +85,7 @@ def hlo_collectives(hlo_text: str) -> list[Collective]:
 
   Returns:
     A list of :class:`Collective` ``(op, shapes, elements, bytes,
-    computation)``.
+    computation, op_name)``.
   """
   out = []
   computation = None
@@ -97,19 +108,51 @@ def hlo_collectives(hlo_text: str) -> list[Collective]:
       shapes = shapes[len(shapes) // 2:]
     elements = sum(math.prod(s) for _, s in shapes)
     nbytes = sum(math.prod(s) * _DTYPE_BYTES[dt] for dt, s in shapes)
-    out.append(Collective(op, tuple(shapes), elements, nbytes, computation))
+    name = _OP_NAME_RE.search(line)
+    out.append(Collective(op, tuple(shapes), elements, nbytes, computation,
+                          name.group(1) if name else None))
   return out
 
 
-def hlo_collective_bytes_per_step(hlo_text: str) -> int:
+def hlo_collective_bytes_per_step(
+    hlo_text: str,
+    branch: Union[Callable[[list[int]], int], int] = max,
+    loops: bool = True,
+) -> int:
   """Bytes (per device) of the collectives one run of the entry computation
-  executes, taking for each ``conditional`` its costliest branch and counting
-  a ``while`` body once."""
+  executes.
+
+  Args:
+    hlo_text: the compiled step's HLO text.
+    branch: picks among a ``conditional``'s branches: a function of their
+      costs (``max``, the default: the costliest step; ``min``: the cheapest)
+      or the index of the branch every conditional takes (the last one where
+      it has fewer; ``lax.switch``'s order, ``lax.cond``'s
+      ``(false, true)``). Alada's even steps are ``branch=0``, its odd ones
+      ``branch=1``.
+    loops: a ``while`` body counts as many times as its
+      ``known_trip_count`` (once where XLA does not know it: see
+      :func:`hlo_unknown_trip_counts`); with ``False``, once.
+
+  Returns:
+    The bytes, as :func:`hlo_collectives` sizes them.
+  """
+  return _bytes_per_step(hlo_text, branch, loops)[0]
+
+
+def hlo_unknown_trip_counts(hlo_text: str) -> int:
+  """The ``while`` loops whose trip count XLA does not know (each counted
+  once by :func:`hlo_collective_bytes_per_step`)."""
+  return _bytes_per_step(hlo_text, max, True)[1]
+
+
+def _bytes_per_step(hlo_text: str, branch, loops: bool) -> tuple[int, int]:
   own: dict[str, int] = {}
   for c in hlo_collectives(hlo_text):
     own[c.computation] = own.get(c.computation, 0) + c.bytes
   calls: dict[str, list] = {}
   entry = computation = None
+  unknown = 0
   for line in hlo_text.splitlines():
     m = _COMPUTATION_RE.match(line)
     if m:
@@ -123,27 +166,39 @@ def hlo_collective_bytes_per_step(hlo_text: str) -> int:
     branches = _BRANCHES_RE.search(line)
     if branches:
       names = [n.strip().lstrip('%') for n in branches.group(1).split(',')]
-      calls[computation].append(('max', names))
+      calls[computation].append(('branch', names, 1))
       continue
     true_false = _TRUE_FALSE_RE.findall(line)
     if true_false:
-      calls[computation].append(('max', true_false))
+      calls[computation].append(('branch', true_false, 1))
+      continue
+    body = _BODY_RE.search(line)
+    if body and _WHILE_RE.search(line):
+      trips = _TRIP_COUNT_RE.search(line)
+      n = int(trips.group(1)) if (loops and trips) else 1
+      unknown += int(not trips)
+      calls[computation].append(('call', [body.group(1)], n))
+      condition = _CONDITION_RE.search(line)
+      if condition:  # evaluated once more than the body runs
+        calls[computation].append(
+            ('call', [condition.group(1)], n + 1 if loops and trips else 1))
       continue
     for name in _CALLS_RE.findall(line):
-      calls[computation].append(('sum', [name]))
+      calls[computation].append(('call', [name], 1))
 
+  pick = branch if callable(branch) else (
+      lambda costs: costs[min(branch, len(costs) - 1)])
   memo: dict[str, int] = {}
 
   def cost(name):
     if name not in memo:
       memo[name] = 0  # guards against cycles
       total = own.get(name, 0)
-      for kind, names in calls.get(name, []):
+      for kind, names, times in calls.get(name, []):
         costs = [cost(n) for n in names]
-        total += max(costs) if kind == 'max' else sum(costs)
+        total += times * (pick(costs) if kind == 'branch' else sum(costs))
       memo[name] = total
     return memo[name]
 
-  if entry is None:
-    return sum(own.values())
-  return cost(entry)
+  total = sum(own.values()) if entry is None else cost(entry)
+  return total, unknown

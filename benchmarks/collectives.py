@@ -26,7 +26,7 @@ steps; Subspace-Momentum: 199 steps between projector refreshes and one
 refresh), and the *worst* step is the costliest branch of every
 ``conditional`` (Alada's first step, a refresh). Each ``while`` body counts as
 many times as XLA's known trip count says (Adapprox's power iterations run
-twice; ``alada_optax.hlo.hlo_collective_bytes_per_step`` counts it once).
+twice), as ``alada_optax.hlo.hlo_collective_bytes_per_step`` counts them.
 
 For the optimizers named by ``--breakdown`` each matrix leaf is also compiled
 alone, which says which leaf and which operation (the op name XLA keeps in the
@@ -144,109 +144,26 @@ def optimizers(quick: bool) -> dict[str, tuple[str, Callable[[], Any]]]:
 
 # -- bytes per step, loops and branches -------------------------------------
 
-_COMPUTATION_RE = re.compile(
-    r'^(?:ENTRY\s+)?%?([\w.\-]+)\s*\(.*\)\s*->.*\{\s*$')
-_BRANCHES_RE = re.compile(r'branch_computations=\{([^}]*)\}')
-_TRUE_FALSE_RE = re.compile(r'(?:true|false)_computation=%?([\w.\-]+)')
-_WHILE_RE = re.compile(r'\swhile\(')
-_BODY_RE = re.compile(r'\bbody=%?([\w.\-]+)')
-_CONDITION_RE = re.compile(r'\bcondition=%?([\w.\-]+)')
-_TRIP_COUNT_RE = re.compile(r'"known_trip_count":\{"n":"(\d+)"\}')
-_CALLS_RE = re.compile(r'\b(?:calls|to_apply)=%?([\w.\-]+)')
-_OP_NAME_RE = re.compile(r'op_name="([^"]*)"')
-
-
 def bytes_per_step(hlo_text: str, branch: Union[Callable, int] = max,
                    loops: bool = True) -> dict[str, int]:
-  """Bytes (per device) of the collectives one run of the entry computation
-  executes.
-
-  ``branch`` picks among a ``conditional``'s branches: a function of their
-  costs (``max``: the costliest step, ``min``: the cheapest) or the index of
-  the branch every conditional takes (the last one where it has fewer;
-  ``lax.switch``'s order, ``lax.cond``'s ``(false, true)``); with ``loops`` a
-  ``while`` body counts as many times as its ``known_trip_count`` (once where
-  XLA does not know it), without it once, as
-  ``alada_optax.hlo.hlo_collective_bytes_per_step`` does (which
-  ``branch=max, loops=False`` reproduces).
-
-  Returns:
-    ``{'bytes': ..., 'unknown_trip_counts': number of loops counted once
-    because their trip count is unknown}``.
+  """``alada_optax.hlo.hlo_collective_bytes_per_step`` (its ``branch`` and
+  ``loops``), with the number of loops XLA gave no trip count (counted once).
   """
-  own: dict[str, int] = {}
-  for c in hlo_lib.hlo_collectives(hlo_text):
-    own[c.computation] = own.get(c.computation, 0) + c.bytes
-  calls: dict[str, list] = {}
-  entry = computation = None
-  unknown = 0
-  for line in hlo_text.splitlines():
-    m = _COMPUTATION_RE.match(line)
-    if m:
-      computation = m.group(1)
-      if line.startswith('ENTRY'):
-        entry = computation
-      calls.setdefault(computation, [])
-      continue
-    if computation is None:
-      continue
-    branches = _BRANCHES_RE.search(line)
-    if branches:
-      names = [n.strip().lstrip('%') for n in branches.group(1).split(',')]
-      calls[computation].append(('branch', names, 1))
-      continue
-    true_false = _TRUE_FALSE_RE.findall(line)
-    if true_false:
-      calls[computation].append(('branch', true_false, 1))
-      continue
-    if _WHILE_RE.search(line) and _BODY_RE.search(line):
-      trips = _TRIP_COUNT_RE.search(line)
-      n = int(trips.group(1)) if (loops and trips) else 1
-      unknown += int(loops and not trips)
-      calls[computation].append(('call', [_BODY_RE.search(line).group(1)], n))
-      condition = _CONDITION_RE.search(line)
-      if condition:
-        calls[computation].append(
-            ('call', [condition.group(1)], n + 1 if loops and trips else 1))
-      continue
-    for name in _CALLS_RE.findall(line):
-      calls[computation].append(('call', [name], 1))
-
-  pick = branch if callable(branch) else (
-      lambda costs: costs[min(branch, len(costs) - 1)])
-  memo: dict[str, int] = {}
-
-  def cost(name):
-    if name not in memo:
-      memo[name] = 0  # guards against cycles
-      total = own.get(name, 0)
-      for kind, names, times in calls.get(name, []):
-        costs = [cost(n) for n in names]
-        total += times * (pick(costs) if kind == 'branch' else sum(costs))
-      memo[name] = total
-    return memo[name]
-
-  total = sum(own.values()) if entry is None else cost(entry)
-  return {'bytes': total, 'unknown_trip_counts': unknown}
+  return {'bytes': hlo_lib.hlo_collective_bytes_per_step(
+              hlo_text, branch, loops),
+          'unknown_trip_counts': (hlo_lib.hlo_unknown_trip_counts(hlo_text)
+                                  if loops else 0)}
 
 
 def collectives_with_op_names(hlo_text: str) -> list[dict[str, Any]]:
   """Every collective (``alada_optax.hlo.hlo_collectives``) with the op name
   XLA kept in its metadata (the JAX operation it was made for), shortened."""
-  out = []
-  parsed = iter(hlo_lib.hlo_collectives(hlo_text))
-  for line in hlo_text.splitlines():
-    if not hlo_lib.hlo_collectives(line):
-      continue
-    c = next(parsed)
-    m = _OP_NAME_RE.search(line)
-    out.append({
-        'op': c.op, 'shapes': [[dt, list(s)] for dt, s in c.shapes],
-        'elements': c.elements, 'bytes': c.bytes,
-        'computation': c.computation,
-        'op_name': short_op_name(m.group(1)) if m else None,
-    })
-  return out
+  return [{
+      'op': c.op, 'shapes': [[dt, list(s)] for dt, s in c.shapes],
+      'elements': c.elements, 'bytes': c.bytes,
+      'computation': c.computation,
+      'op_name': short_op_name(c.op_name) if c.op_name else None,
+  } for c in hlo_lib.hlo_collectives(hlo_text)]
 
 
 def short_op_name(name: str) -> str:
@@ -318,7 +235,7 @@ def compile_update(tx, leaves: dict[str, tuple], mesh,
       'bytes_steps': steps,
       'bytes_mean': mean,
       'bytes_worst': worst['bytes'],
-      'bytes_hlo_py': hlo_lib.hlo_collective_bytes_per_step(text),
+      'bytes_loops_once': bytes_per_step(text, max, loops=False)['bytes'],
       'unknown_trip_counts': worst['unknown_trip_counts'],
       'state_bytes_per_device': _shard_bytes(state),
       'param_bytes': sum(math.prod(s) * 4 for s, _ in leaves.values()),

@@ -55,10 +55,12 @@ def test_bytes_per_step_branches_and_loops():
   assert collectives.bytes_per_step(_HLO, min)['bytes'] == (
       entry + keep + 3 * body)
   assert collectives.bytes_per_step(_HLO)['unknown_trip_counts'] == 0
-  # Without trip counts it is alada_optax.hlo's figure (a loop body once).
+  # Without trip counts a loop body counts once.
   without_trips = collectives.bytes_per_step(_HLO, max, loops=False)['bytes']
-  assert without_trips == hlo_lib.hlo_collective_bytes_per_step(_HLO)
-  assert without_trips == entry + refresh + body
+  assert without_trips == hlo_lib.hlo_collective_bytes_per_step(
+      _HLO, loops=False) == entry + refresh + body
+  assert hlo_lib.hlo_collective_bytes_per_step(_HLO) == (
+      entry + refresh + 3 * body)
   unknown = _HLO.replace('backend_config={"known_trip_count":{"n":"3"}}', '')
   assert collectives.bytes_per_step(unknown) == {
       'bytes': entry + refresh + body, 'unknown_trip_counts': 1}
@@ -115,7 +117,7 @@ def test_alada_moves_only_vectors(quick, mode):
   assert row['bytes_worst'] < row['param_bytes'] / 50
   # Even and odd steps refit different factors: both move something.
   assert all(v > 0 for v in row['bytes_steps'].values())
-  assert row['bytes_worst'] == row['bytes_hlo_py']  # no loops in Alada
+  assert row['bytes_worst'] == row['bytes_loops_once']  # no loops in Alada
 
 
 @pytest.mark.parametrize('mode', ['auto', 'explicit'])
