@@ -218,17 +218,18 @@ def test_hlo_collectives_parser():
 
 # -- 8 simulated devices, in a subprocess -------------------------------------
 
-def _run_checks(tmp_path_factory, *flags):
-  out = tmp_path_factory.mktemp('sharded') / 'results.json'
+def _run_checks(tmp_path_factory, *flags, module='tests.sharded_checks'):
+  """Runs ``python -m module OUT *flags`` (8 simulated devices, set up by the
+  module before JAX starts) and returns the JSON it wrote to OUT."""
+  out = tmp_path_factory.mktemp(module.split('.')[-1]) / 'results.json'
   env = dict(os.environ)
   env.pop('JAX_PLATFORMS', None)
   proc = subprocess.run(
-      [sys.executable, '-m', 'tests.sharded_checks', str(out), *flags],
+      [sys.executable, '-m', module, str(out), *flags],
       cwd=REPO, env=env, capture_output=True, text=True, timeout=900,
       check=False)
   if proc.returncode:
-    raise AssertionError(
-        f'tests.sharded_checks failed:\n{proc.stdout}\n{proc.stderr}')
+    raise AssertionError(f'{module} failed:\n{proc.stdout}\n{proc.stderr}')
   with open(out) as f:
     return json.load(f)
 
@@ -339,18 +340,7 @@ _PLAIN_NAMES = ('alada', 'smmf', 'came', 'adamw_snsm', 'adapprox',
 
 @pytest.fixture(scope='module')
 def plain(tmp_path_factory):
-  out = tmp_path_factory.mktemp('plain') / 'results.json'
-  env = dict(os.environ)
-  env.pop('JAX_PLATFORMS', None)
-  proc = subprocess.run(
-      [sys.executable, '-m', 'tests.plain_sharding_checks', str(out)],
-      cwd=REPO, env=env, capture_output=True, text=True, timeout=900,
-      check=False)
-  if proc.returncode:
-    raise AssertionError(
-        f'tests.plain_sharding_checks failed:\n{proc.stdout}\n{proc.stderr}')
-  with open(out) as f:
-    return json.load(f)
+  return _run_checks(tmp_path_factory, module='tests.plain_sharding_checks')
 
 
 @pytest.mark.parametrize('mode', ['explicit', 'auto'])
