@@ -152,10 +152,6 @@ def dims_spec(
 Rule = Callable[[tuple, tuple, Optional[matricize.MatrixPlan]], Optional[Dims]]
 
 
-def _fits(dims: Dims, shape: tuple) -> Optional[Dims]:
-  return dims if len(dims) == len(shape) else None
-
-
 def like_param(shape, pshape, plan):
   """Shaped like the param (a first moment, a dense second moment)."""
   del plan
@@ -290,10 +286,6 @@ def register(state_type: type, layout: StateLayout) -> None:
 
 def layout_of(state: Any) -> Optional[StateLayout]:
   return _REGISTRY.get(type(state))
-
-
-def registered_types() -> tuple:
-  return tuple(_REGISTRY)
 
 
 def _is_empty(x: Any) -> bool:
