@@ -137,22 +137,11 @@ def hlo_collective_bytes_per_step(
   Returns:
     The bytes, as :func:`hlo_collectives` sizes them.
   """
-  return _bytes_per_step(hlo_text, branch, loops)[0]
-
-
-def hlo_unknown_trip_counts(hlo_text: str) -> int:
-  """The ``while`` loops whose trip count XLA does not know (each counted
-  once by :func:`hlo_collective_bytes_per_step`)."""
-  return _bytes_per_step(hlo_text, max, True)[1]
-
-
-def _bytes_per_step(hlo_text: str, branch, loops: bool) -> tuple[int, int]:
   own: dict[str, int] = {}
   for c in hlo_collectives(hlo_text):
     own[c.computation] = own.get(c.computation, 0) + c.bytes
   calls: dict[str, list] = {}
   entry = computation = None
-  unknown = 0
   for line in hlo_text.splitlines():
     m = _COMPUTATION_RE.match(line)
     if m:
@@ -176,7 +165,6 @@ def _bytes_per_step(hlo_text: str, branch, loops: bool) -> tuple[int, int]:
     if body and _WHILE_RE.search(line):
       trips = _TRIP_COUNT_RE.search(line)
       n = int(trips.group(1)) if (loops and trips) else 1
-      unknown += int(not trips)
       calls[computation].append(('call', [body.group(1)], n))
       condition = _CONDITION_RE.search(line)
       if condition:  # evaluated once more than the body runs
@@ -200,5 +188,12 @@ def _bytes_per_step(hlo_text: str, branch, loops: bool) -> tuple[int, int]:
       memo[name] = total
     return memo[name]
 
-  total = sum(own.values()) if entry is None else cost(entry)
-  return total, unknown
+  return sum(own.values()) if entry is None else cost(entry)
+
+
+def hlo_unknown_trip_counts(hlo_text: str) -> int:
+  """The ``while`` loops whose trip count XLA does not know (each counted
+  once by :func:`hlo_collective_bytes_per_step`)."""
+  return sum(1 for line in hlo_text.splitlines()
+             if _WHILE_RE.search(line) and _BODY_RE.search(line)
+             and not _TRIP_COUNT_RE.search(line))
