@@ -54,23 +54,9 @@ MESH_SHAPE = (2, 4)
 MESH_AXES = ('data', 'model')
 
 
-def _use_cpu_devices(count: int) -> None:
-  """Asks XLA for ``count`` CPU devices: only before JAX starts."""
-  if 'jax' in sys.modules:
-    raise RuntimeError('benchmarks.collectives must set up its devices before '
-                       'JAX is imported; run it as python -m '
-                       'benchmarks.collectives')
-  os.environ['XLA_FLAGS'] = (
-      os.environ.get('XLA_FLAGS', '')
-      + f' --xla_force_host_platform_device_count={count}').strip()
-  os.environ.setdefault('JAX_PLATFORMS', 'cpu')
-  # Adapprox's QR and Subspace-Momentum's eigh run on OpenBLAS on CPU; its
-  # threads would spin against XLA's (see tests/conftest.py).
-  os.environ.setdefault('OPENBLAS_NUM_THREADS', '1')
-
-
 if __name__ == '__main__':  # python -m benchmarks.collectives
-  _use_cpu_devices(DEVICES)
+  from benchmarks import simulated_devices  # pylint: disable=g-import-not-at-top
+  simulated_devices.use_cpu_devices(DEVICES, 'benchmarks.collectives')
 
 # pylint: disable=g-import-not-at-top,wrong-import-position
 import json

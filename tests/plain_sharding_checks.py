@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import sys
 
-from tests import simulated_devices
+from benchmarks import simulated_devices
 
 simulated_devices.use_cpu_devices(8, 'tests.plain_sharding_checks')
 

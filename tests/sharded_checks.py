@@ -16,7 +16,7 @@ from __future__ import annotations
 import os
 import sys
 
-from tests import simulated_devices
+from benchmarks import simulated_devices
 
 simulated_devices.use_cpu_devices(8, 'tests.sharded_checks')
 
