@@ -1,0 +1,246 @@
+"""How forgiving each optimizer is about its learning rate, with the noise.
+
+    python -m benchmarks.lr_robustness out/causal_lm_lr_sweep/results.json \
+        out/causal_lm_lr_half/results.json     # any number of the examples'
+                                               # results.json, merged
+
+Reads learning-rate sweeps (the examples' ``results.json``, or the benchmark
+LM's rows from :mod:`benchmarks.safeguard`) measured on a grid of
+quarter-decade steps (1, 1.7, 3, 5.5, 10, ...) and answers, for every
+optimizer against a reference (Adam):
+
+* **Best**: the best mean over seeds and its standard error; which other
+  learning rates are *tied* with it (within two combined standard errors);
+  whether the best is within noise of the reference's best.
+* **Centred grid**: the worst point of the 5-point grid of half-decade steps
+  (factor ~3.16) centred on the best, i.e. best / 10 ... best x 10; and, as
+  the best itself is an estimate, the range of that worst over the tied
+  centres (``-`` where the grid leaves the measured range).
+* **Mapping**: the optimizer at the reference's best learning rate times a
+  factor (the documented ``alada`` starting point), against the reference's
+  best.
+
+The standard error of one run is taken from its seeds; a task with one seed
+per point has none unless given: for accuracy, the binomial error of the
+test set (``sqrt(a (1 - a) / n)``), for losses, 0 (ties are then exact).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import math
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import numpy as np
+
+HALF_DECADE = 10**0.5
+# Grid points match a wanted learning rate within this factor: the grid's
+# 1.7 and 5.5 stand for 10^0.25 = 1.78 and 10^0.75 = 5.62.
+MATCH = 1.12
+
+
+@dataclasses.dataclass(frozen=True)
+class Curve:
+  """One optimizer's sweep: per learning rate, the mean and its std. error."""
+
+  lrs: tuple[float, ...]  # increasing
+  means: tuple[float | None, ...]  # None: diverged (worst possible)
+  ses: tuple[float, ...]
+  higher_is_better: bool
+
+  def better(self, a: float | None, b: float | None) -> bool:
+    if a is None:
+      return False
+    if b is None:
+      return True
+    return a > b if self.higher_is_better else a < b
+
+  def at(self, lr: float) -> int | None:
+    """Index of the grid point within ``MATCH`` of ``lr``, if any."""
+    for i, x in enumerate(self.lrs):
+      if max(x / lr, lr / x) <= MATCH:
+        return i
+    return None
+
+  @property
+  def best(self) -> int:
+    best = 0
+    for i, m in enumerate(self.means):
+      if self.better(m, self.means[best]):
+        best = i
+    return best
+
+  def ties(self) -> list[int]:
+    """The points whose mean is within two combined std. errors of the best."""
+    b = self.best
+    return [i for i, m in enumerate(self.means) if m is not None and
+            abs(m - self.means[b]) <= 2 * math.hypot(self.ses[i], self.ses[b])]
+
+  def centred_worst(self, centre: int, half_width: int = 2):
+    """(worst value, its lr) on ``lrs[centre] x 10^(k/2)``, |k| <= half_width;
+    None if a point of that grid was not measured."""
+    worst = None
+    for k in range(-half_width, half_width + 1):
+      i = self.at(self.lrs[centre] * HALF_DECADE**k)
+      if i is None:
+        return None
+      if worst is None or self.better(self.means[worst], self.means[i]):
+        worst = i
+    return self.means[worst], self.lrs[worst]
+
+
+def curve(runs: Iterable[tuple[float, float | None]], higher_is_better: bool,
+          se_of_one=None) -> Curve:
+  """A :class:`Curve` from ``(lr, value)`` pairs, ``value`` None if diverged.
+
+  ``se_of_one(value)`` is the standard error of a single run, used where a
+  learning rate has one run (with several, the seeds' spread is used).
+  """
+  by_lr: dict[float, list[float | None]] = {}
+  for lr, value in runs:
+    by_lr.setdefault(float(lr), []).append(value)
+  lrs = tuple(sorted(by_lr))
+  means, ses = [], []
+  for lr in lrs:
+    xs = by_lr[lr]
+    if any(x is None or not math.isfinite(x) for x in xs):
+      means.append(None)
+      ses.append(0.0)
+    elif len(xs) > 1:
+      means.append(float(np.mean(xs)))
+      ses.append(float(np.std(xs, ddof=1) / math.sqrt(len(xs))))
+    else:
+      means.append(float(xs[0]))
+      ses.append(float(se_of_one(xs[0])) if se_of_one else 0.0)
+  return Curve(lrs, tuple(means), tuple(ses), higher_is_better)
+
+
+def _fmt(x: float | None, digits: int) -> str:
+  return 'diverged' if x is None else f'{x:.{digits}f}'
+
+
+def summary(curves: dict[str, Curve], reference: str = 'adam',
+            mapping: Sequence[float] = (1 / 3, 1 / 2)) -> dict[str, Any]:
+  """Every figure of the module docstring, per optimizer, as plain data."""
+  ref = curves[reference]
+  rb = ref.best
+  out = {}
+  for name, c in curves.items():
+    b = c.best
+    worsts = [c.centred_worst(i) for i in c.ties()]
+    measured = [w for w in worsts if w is not None]
+    diff = (None if c.means[b] is None or ref.means[rb] is None
+            else c.means[b] - ref.means[rb])
+    noise = 2 * math.hypot(c.ses[b], ref.ses[rb])
+    row = {
+        'best': c.means[b], 'best_se': c.ses[b], 'best_lr': c.lrs[b],
+        'tied_lrs': [c.lrs[i] for i in c.ties()],
+        'best_minus_reference': diff,
+        # 'better', 'within noise' (two combined std. errors) or 'worse'.
+        'best_vs_reference': (
+            None if diff is None else
+            'better' if c.better(c.means[b], ref.means[rb]) else
+            'within noise' if abs(diff) <= noise else 'worse'),
+        'centred_worst': c.centred_worst(b),
+        'centred_worst_over_ties': (
+            None if not measured else
+            [min(w[0] for w in measured), max(w[0] for w in measured)]),
+        'ties_outside_grid': sum(w is None for w in worsts),
+        'mapping': {},
+    }
+    for f in mapping:
+      i = c.at(ref.lrs[rb] * f)
+      row['mapping'][f'{f:.3g}'] = (
+          None if i is None else {'lr': c.lrs[i], 'value': c.means[i],
+                                  'se': c.ses[i]})
+    out[name] = row
+  return out
+
+
+def markdown(curves: dict[str, Curve], reference: str = 'adam',
+             digits: int = 3, unit: str = '') -> str:
+  """The sweep (mean, and std. error where there is one) and the summary."""
+  lrs = sorted({lr for c in curves.values() for lr in c.lrs})
+  lines = ['| optimizer | ' + ' | '.join(f'{lr:g}' for lr in lrs) + ' |',
+           '|---|' + '---:|' * len(lrs)]
+  for name, c in curves.items():
+    cells = []
+    for lr in lrs:
+      i = c.lrs.index(lr) if lr in c.lrs else None
+      if i is None:
+        cells.append('')
+        continue
+      cell = _fmt(c.means[i], digits)
+      if c.ses[i] and c.means[i] is not None:
+        cell += f' ±{c.ses[i]:.{digits}f}'
+      cells.append(f'**{cell}**' if i == c.best else cell)
+    lines.append(f'| {name} | ' + ' | '.join(cells) + ' |')
+  s = summary(curves, reference)
+  lines += ['', f'| optimizer | best{unit} (lr) | tied with it | best vs '
+            f'{reference} | centred-grid worst | over tied centres | at '
+            f"{reference}'s best / 3 | / 2 |", '|---|---|---|---|---|---|---:|---:|']
+  for name, r in s.items():
+    cw = r['centred_worst']
+    over = r['centred_worst_over_ties']
+    over_cell = ('-' if over is None else
+                 f'{_fmt(over[0], digits)} ... {_fmt(over[1], digits)}')
+    if r['ties_outside_grid']:
+      over_cell += f' (+{r["ties_outside_grid"]} not measured)'
+    diff = r['best_minus_reference']
+    maps = [('-' if m is None else f'{_fmt(m["value"], digits)} ({m["lr"]:g})')
+            for m in r['mapping'].values()]
+    lines.append(
+        f'| {name} | {_fmt(r["best"], digits)} ±{r["best_se"]:.{digits}f} '
+        f'({r["best_lr"]:g}) | {", ".join(f"{x:g}" for x in r["tied_lrs"])} | '
+        + ('-' if name == reference or diff is None else
+           f'{diff:+.{digits}f} ({r["best_vs_reference"]})')
+        + ' | ' + ('-' if cw is None else f'{_fmt(cw[0], digits)} ({cw[1]:g})')
+        + f' | {over_cell} | ' + ' | '.join(maps) + ' |')
+  return '\n'.join(lines) + '\n'
+
+
+def from_results(paths: Sequence[str]) -> tuple[dict[str, Curve], str]:
+  """Curves from the examples' ``results.json`` files (trials merged)."""
+  trials, metric, n_test = [], None, None
+  for path in paths:
+    with open(path, encoding='utf-8') as f:
+      res = json.load(f)
+    metric = metric or res['metric']
+    n_test = n_test or res['extra'].get('test_sentences')
+    trials += res['trials']
+  higher = metric == 'accuracy'
+  se_of_one = None
+  if higher and n_test:
+    se_of_one = lambda a: math.sqrt(a * (1 - a) / n_test)
+  names = list(dict.fromkeys(t['optimizer'] for t in trials))
+  curves = {n: curve(((t['learning_rate'],
+                       None if t['diverged'] else t['final_metric'])
+                      for t in trials if t['optimizer'] == n), higher,
+                     se_of_one)
+            for n in names}
+  return curves, metric
+
+
+def main(argv=None) -> int:
+  parser = argparse.ArgumentParser(
+      prog='python -m benchmarks.lr_robustness',
+      description='Best, ties, centred-grid worst and the lr mapping of '
+      'learning-rate sweeps (the examples\' results.json files, merged).')
+  parser.add_argument('results', nargs='+', help='results.json files')
+  parser.add_argument('--reference', default='adam')
+  parser.add_argument('--skip', nargs='*', default=['adafactor'],
+                      help='optimizers left out (default: %(default)s, '
+                      'which is swept on its own scale)')
+  args = parser.parse_args(argv)
+  curves, metric = from_results(args.results)
+  curves = {n: c for n, c in curves.items() if n not in args.skip}
+  print(f'{metric}:\n')
+  print(markdown(curves, args.reference, 3 if metric == 'accuracy' else 2))
+  return 0
+
+
+if __name__ == '__main__':
+  raise SystemExit(main())
