@@ -224,6 +224,30 @@ def from_results(paths: Sequence[str]) -> tuple[dict[str, Curve], str]:
   return curves, metric
 
 
+def plot(curves: dict[str, Curve], path: str, ylabel: str, title: str,
+         log_y: bool = False, baseline: tuple[float, str] | None = None):
+  """The curves with their std. errors against the learning rate (log);
+  ``baseline``: a (value, label) drawn as a horizontal line."""
+  import matplotlib  # pylint: disable=g-import-not-at-top
+  matplotlib.use('Agg')
+  import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
+
+  fig, ax = plt.subplots(figsize=(6.5, 4))
+  for name, c in curves.items():
+    ax.errorbar(c.lrs, [np.nan if m is None else m for m in c.means],
+                yerr=c.ses, marker='o', ms=4, capsize=2, label=name,
+                ls='--' if 'paper' in name else '-')
+  if baseline is not None:
+    ax.axhline(baseline[0], color='grey', lw=0.8, ls=':', label=baseline[1])
+  ax.set(xscale='log', yscale='log' if log_y else 'linear',
+         xlabel='peak learning rate', ylabel=ylabel, title=title)
+  ax.grid(alpha=0.3)
+  ax.legend(fontsize=8)
+  fig.tight_layout()
+  fig.savefig(path, dpi=110)
+  plt.close(fig)
+
+
 def main(argv=None) -> int:
   parser = argparse.ArgumentParser(
       prog='python -m benchmarks.lr_robustness',
@@ -234,11 +258,17 @@ def main(argv=None) -> int:
   parser.add_argument('--skip', nargs='*', default=['adafactor'],
                       help='optimizers left out (default: %(default)s, '
                       'which is swept on its own scale)')
+  parser.add_argument('--plot', help='also write the curves to this .png')
+  parser.add_argument('--title', default='', help="the plot's title")
   args = parser.parse_args(argv)
   curves, metric = from_results(args.results)
   curves = {n: c for n, c in curves.items() if n not in args.skip}
   print(f'{metric}:\n')
   print(markdown(curves, args.reference, 3 if metric == 'accuracy' else 2))
+  if args.plot:
+    plot(curves, args.plot, f'held-out {metric}', args.title,
+         log_y=metric == 'perplexity')
+    print(f'wrote {args.plot}')
   return 0
 
 

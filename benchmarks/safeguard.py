@@ -217,25 +217,10 @@ def markdown(res: dict[str, Any]) -> str:
 
 
 def plot(res: dict[str, Any], path: str) -> None:
-  import matplotlib  # pylint: disable=g-import-not-at-top
-  matplotlib.use('Agg')
-  import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
-
   lm = res['lm']
-  fig, ax = plt.subplots(figsize=(6.5, 4))
-  for name, c in curves(lm).items():
-    ax.errorbar(c.lrs, [np.nan if y is None else y for y in c.means],
-                yerr=c.ses, marker='o', ms=4, capsize=2, label=name,
-                ls='--' if 'paper' in name else '-')
-  ax.axhline(lm['unigram'], color='grey', lw=0.8, ls=':', label='unigram')
-  ax.set(xscale='log', xlabel='peak learning rate',
-         ylabel='held-out loss (nats/byte)',
-         title=f'{lm["lm_name"]}, {lm["steps"]} steps')
-  ax.grid(alpha=0.3)
-  ax.legend(fontsize=8)
-  fig.tight_layout()
-  fig.savefig(path, dpi=110)
-  plt.close(fig)
+  lr_robustness.plot(curves(lm), path, 'held-out loss (nats/byte)',
+                     f'{lm["lm_name"]}, {lm["steps"]} steps',
+                     baseline=(lm['unigram'], 'unigram'))
 
 
 def main(argv=None) -> int:

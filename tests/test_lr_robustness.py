@@ -85,6 +85,8 @@ def test_from_results_merges_files_with_binomial_errors(tmp_path, capsys):
   adam = curves['adam']
   assert adam.lrs == (1e-4, 3e-4) and adam.higher_is_better
   assert adam.ses[0] == pytest.approx(math.sqrt(0.8 * 0.2 / 1000))
-  assert lr_robustness.main([a, b]) == 0
+  png = tmp_path / 'sweep.png'
+  assert lr_robustness.main([a, b, '--plot', str(png)]) == 0
   out = capsys.readouterr().out
   assert 'adafactor' not in out and '**0.800 ±0.013**' in out
+  assert png.stat().st_size > 0
