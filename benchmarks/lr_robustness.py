@@ -80,16 +80,17 @@ class Curve:
             abs(m - self.means[b]) <= 2 * math.hypot(self.ses[i], self.ses[b])]
 
   def centred_worst(self, centre: int, half_width: int = 2):
-    """(worst value, its lr) on ``lrs[centre] x 10^(k/2)``, |k| <= half_width;
-    None if a point of that grid was not measured."""
-    worst = None
+    """(worst value, its lr, points not measured) on the grid
+    ``lrs[centre] x 10^(k/2)``, |k| <= half_width. With points missing the
+    worst is over the measured ones: the grid's worst is at most that."""
+    worst, missing = None, 0
     for k in range(-half_width, half_width + 1):
       i = self.at(self.lrs[centre] * HALF_DECADE**k)
       if i is None:
-        return None
-      if worst is None or self.better(self.means[worst], self.means[i]):
+        missing += 1
+      elif worst is None or self.better(self.means[worst], self.means[i]):
         worst = i
-    return self.means[worst], self.lrs[worst]
+    return self.means[worst], self.lrs[worst], missing
 
 
 def curve(runs: Iterable[tuple[float, float | None]], higher_is_better: bool,
@@ -118,6 +119,13 @@ def curve(runs: Iterable[tuple[float, float | None]], higher_is_better: bool,
   return Curve(lrs, tuple(means), tuple(ses), higher_is_better)
 
 
+def _worst_first(c: Curve, values, last: bool = False):
+  """The worst (``last``: the best) of ``values`` by ``c``'s ordering."""
+  key = lambda v: (v is not None, (v if c.higher_is_better else -v)
+                   if v is not None else 0)
+  return (max if last else min)(values, key=key)
+
+
 def _fmt(x: float | None, digits: int) -> str:
   return 'diverged' if x is None else f'{x:.{digits}f}'
 
@@ -131,7 +139,8 @@ def summary(curves: dict[str, Curve], reference: str = 'adam',
   for name, c in curves.items():
     b = c.best
     worsts = [c.centred_worst(i) for i in c.ties()]
-    measured = [w for w in worsts if w is not None]
+    # The worst of each tied centre's grid, where the whole grid was measured.
+    measured = [w for w in worsts if not w[2]]
     diff = (None if c.means[b] is None or ref.means[rb] is None
             else c.means[b] - ref.means[rb])
     noise = 2 * math.hypot(c.ses[b], ref.ses[rb])
@@ -147,8 +156,9 @@ def summary(curves: dict[str, Curve], reference: str = 'adam',
         'centred_worst': c.centred_worst(b),
         'centred_worst_over_ties': (
             None if not measured else
-            [min(w[0] for w in measured), max(w[0] for w in measured)]),
-        'ties_outside_grid': sum(w is None for w in worsts),
+            [_worst_first(c, [w[0] for w in measured]),
+             _worst_first(c, [w[0] for w in measured], last=True)]),
+        'ties_outside_grid': sum(bool(w[2]) for w in worsts),
         'mapping': {},
     }
     for f in mapping:
@@ -188,17 +198,23 @@ def markdown(curves: dict[str, Curve], reference: str = 'adam',
     over_cell = ('-' if over is None else
                  f'{_fmt(over[0], digits)} ... {_fmt(over[1], digits)}')
     if r['ties_outside_grid']:
-      over_cell += f' (+{r["ties_outside_grid"]} not measured)'
+      over_cell += (f' (and {r["ties_outside_grid"]} centre(s) whose grid '
+                    'was not all measured)')
+    cw_cell = f'{_fmt(cw[0], digits)} ({cw[1]:g})'
+    if cw[2]:
+      cw_cell = f'<= {cw_cell}, {cw[2]} point(s) not measured'
+    best_cell = _fmt(r['best'], digits)
+    if r['best_se']:
+      best_cell += f' ±{r["best_se"]:.{digits}f}'
     diff = r['best_minus_reference']
     maps = [('-' if m is None else f'{_fmt(m["value"], digits)} ({m["lr"]:g})')
             for m in r['mapping'].values()]
     lines.append(
-        f'| {name} | {_fmt(r["best"], digits)} ±{r["best_se"]:.{digits}f} '
-        f'({r["best_lr"]:g}) | {", ".join(f"{x:g}" for x in r["tied_lrs"])} | '
+        f'| {name} | {best_cell} ({r["best_lr"]:g}) | '
+        f'{", ".join(f"{x:g}" for x in r["tied_lrs"])} | '
         + ('-' if name == reference or diff is None else
            f'{diff:+.{digits}f} ({r["best_vs_reference"]})')
-        + ' | ' + ('-' if cw is None else f'{_fmt(cw[0], digits)} ({cw[1]:g})')
-        + f' | {over_cell} | ' + ' | '.join(maps) + ' |')
+        + f' | {cw_cell} | {over_cell} | ' + ' | '.join(maps) + ' |')
   return '\n'.join(lines) + '\n'
 
 
@@ -240,7 +256,8 @@ def plot(curves: dict[str, Curve], path: str, ylabel: str, title: str,
   if baseline is not None:
     ax.axhline(baseline[0], color='grey', lw=0.8, ls=':', label=baseline[1])
   ax.set(xscale='log', yscale='log' if log_y else 'linear',
-         xlabel='peak learning rate', ylabel=ylabel, title=title)
+         xlabel='peak learning rate', ylabel=ylabel)
+  ax.set_title(title, fontsize=9)
   ax.grid(alpha=0.3)
   ax.legend(fontsize=8)
   fig.tight_layout()

@@ -33,18 +33,19 @@ def test_ties_and_centred_worst():
   assert c.lrs[c.best] == 5.5e-4
   assert [c.lrs[i] for i in c.ties()] == [5.5e-4, 1e-3]
   # Centred on 5.5e-4: 5.5e-5, 1.7e-4, 5.5e-4, 1.7e-3, 5.5e-3.
-  assert c.centred_worst(c.best) == (pytest.approx(4.5), 5.5e-5)
+  assert c.centred_worst(c.best) == (pytest.approx(4.5), 5.5e-5, 0)
   # Centred on 1e-3: 1e-4 ... 1e-2.
-  assert c.centred_worst(c.lrs.index(1e-3)) == (pytest.approx(4.0), 1e-4)
-  # Centred on 3e-3 the grid needs 3e-2, which was not measured.
-  assert c.centred_worst(c.lrs.index(3e-3)) is None
+  assert c.centred_worst(c.lrs.index(1e-3)) == (pytest.approx(4.0), 1e-4, 0)
+  # Centred on 3e-3 the grid needs 3e-2, which was not measured: the worst
+  # is over the other four.
+  assert c.centred_worst(c.lrs.index(3e-3)) == (pytest.approx(3.3), 1e-2, 1)
 
 
 def test_diverged_points_are_the_worst():
   values = [5.0, 4.5, 4.0, 3.5, 3.0, 2.6, 2.7, 3.0, None, 3.2, 3.3]
   c = _loss_curve(values)
   assert c.means[8] is None
-  assert c.centred_worst(c.lrs.index(1e-3)) == (None, 3e-3)
+  assert c.centred_worst(c.lrs.index(1e-3)) == (None, 3e-3, 0)
 
 
 def test_summary_best_mapping_and_verdicts():
@@ -60,13 +61,21 @@ def test_summary_best_mapping_and_verdicts():
   assert s['adam']['best_lr'] == 1e-3
   # Adam's 5.5e-4 is within two combined std. errors of its 1e-3.
   assert s['adam']['tied_lrs'] == [5.5e-4, 1e-3]
-  assert s['adam']['centred_worst_over_ties'] == [pytest.approx(3.5),
-                                                  pytest.approx(3.8)]
+  # Worst first: the worst of the two grids, then the other.
+  assert s['adam']['centred_worst_over_ties'] == [pytest.approx(3.8),
+                                                  pytest.approx(3.5)]
   # Adam's best / 3 and / 2 land on the grid's 3e-4 and 5.5e-4.
   assert s['alada']['mapping']['0.333']['lr'] == 3e-4
   assert s['alada']['mapping']['0.5']['lr'] == 5.5e-4
   table = lr_robustness.markdown({'adam': adam, 'alada': alada})
   assert '**2.550 ±0.001**' in table and '(better)' in table
+  # A grid that leaves the measured range says so.
+  wide = lr_robustness.curve([(1e-3, 2.6), (3e-3, 2.9), (1e-2, 3.2)], False)
+  r = lr_robustness.summary({'adam': wide})['adam']
+  assert r['centred_worst'] == (pytest.approx(3.2), 1e-2, 2)
+  assert r['centred_worst_over_ties'] is None and r['ties_outside_grid'] == 1
+  assert '<= 3.200 (0.01), 2 point(s) not measured' in lr_robustness.markdown(
+      {'adam': wide})
 
 
 def test_from_results_merges_files_with_binomial_errors(tmp_path, capsys):

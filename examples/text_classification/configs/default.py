@@ -37,7 +37,7 @@ def get_config() -> ml_collections.ConfigDict:
   config.learning_rates = ml_collections.ConfigDict({
       'adam': (3e-5, 1e-4),
       'adafactor': (1e-3, 3e-3),  # relative to each parameter's RMS (optax default).
-      'alada': (3e-5, 1e-4),  # a third of Adam's best, and Adam's best (see README).
+      'alada': (3e-5, 1e-4),  # a third of Adam's best, and Adam's best (see README: start at half).
       'alada_paper': (3e-5, 1e-4),  # step_bound=None: the paper's Algorithm 2.
   })
   config.progress = True  # tqdm progress bars.

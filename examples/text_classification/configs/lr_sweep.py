@@ -6,7 +6,8 @@
 
 Adam, Alada (default ``step_bound=1``) and Alada as the paper's Algorithm 2
 (``step_bound=None``) on one grid, a factor ~3 apart, that covers Adam's best
-and Alada's documented starting rate (a third of Adam's); Adafactor on its
+and Alada's documented starting rate (half of Adam's best: the half-steps
+between these points are in docs/safeguard.md); Adafactor on its
 own scale (its steps are relative to each parameter's RMS).
 """
 
