@@ -1,8 +1,8 @@
 """Alada's default step bound against the paper's Algorithm 2, and against Adam.
 
-    python -m benchmarks.safeguard              # ~6 min on 2 CPU cores
+    python -m benchmarks.safeguard              # ~5 min on 2 CPU cores
     python -m benchmarks.safeguard --quick      # smoke run: one seed, short
-    python -m benchmarks.safeguard --candidates # + the looser bounds 2, 3.16
+    python -m benchmarks.safeguard --candidates # + the looser bounds 2, 3.16 (~7 min)
 
 Four measurements, each for Adam (``optax.adam``, b2 = 0.999), the default
 ``alada`` (``step_bound=1``) and the paper's Algorithm 2
@@ -235,7 +235,7 @@ def main(argv=None) -> int:
                       help='smoke run: tiny LM, one seed, fewer silent steps')
   parser.add_argument('--candidates', action='store_true',
                       help='also sweep the looser bounds 2 and 1/sqrt(1-b2) '
-                      'on the LM (+2 min)')
+                      'on the LM (+2.5 min)')
   args = parser.parse_args(argv)
   start = time.perf_counter()
   silent = (20, 60) if args.quick else (200, 600)
