@@ -15,7 +15,9 @@ optimizer against a reference (Adam):
 * **Centred grid**: the worst point of the 5-point grid of half-decade steps
   (factor ~3.16) centred on the best, i.e. best / 10 ... best x 10; and, as
   the best itself is an estimate, the range of that worst over the tied
-  centres (``-`` where the grid leaves the measured range).
+  centres whose grids were measured whole (a grid that leaves the measured
+  range gives the worst of its measured points, as an upper bound, and
+  says so).
 * **Mapping**: the optimizer at the reference's best learning rate times a
   factor (the documented ``alada`` starting point), against the reference's
   best.

@@ -207,6 +207,8 @@ def test_quick_safeguard_benchmark(tmp_path):
   assert rare[0].split('|')[2].strip() == '1', rare
   assert float(rare[1].split('|')[2]) > 1, rare
   assert {'alada', 'alada (paper)'} <= set(rows)
+  # The LM sweep's summary (benchmarks.lr_robustness) is in the report.
+  assert '| optimizer | best (lr) | tied with it |' in report
   assert (out / 'safeguard.png').is_file() and (out / 'safeguard.json').is_file()
   after = _git_status()
   if before is not None:
