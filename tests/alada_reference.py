@@ -4,7 +4,9 @@ Written from the paper, not from the package: it reshapes each tensor to the
 ``m x n`` matrix of eq. (12) explicitly and runs Algorithm 2 line by line, with
 the readings the package documents (step by the bias-corrected momentum,
 U~ clamped at 0) and its one extension (a leaf starts at its first non-zero
-gradient), both switchable so tests can see what the literal algorithm does.
+gradient), both switchable so tests can see what the literal algorithm does;
+and the package's two options: the step bound, and factors that fit G^2 (the
+paper's Section III) instead of line 7's M~^2.
 """
 
 from __future__ import annotations
@@ -32,13 +34,17 @@ class AladaLeaf:
   """Algorithm 2 for one tensor, in float64."""
 
   def __init__(self, shape, b1=0.9, b2=0.9, eps=1e-16, *, step_bound=1.0,
-               bias_corrected_step=True, start_at_nonzero=True):
+               second_moment='momentum', bias_corrected_step=True,
+               start_at_nonzero=True):
     self.shape = tuple(shape)
     self.m, self.n = eq12(self.shape)
     self.b1, self.b2, self.eps = b1, b2, eps
     self.bias_corrected_step = bias_corrected_step
     self.start_at_nonzero = start_at_nonzero
     self.step_bound = step_bound
+    # 'gradient': the factors fit G_t^2, the paper's Section III (eq. (8),
+    # Algorithm 1), with Section IV's first moment and bias corrections.
+    self.second_moment = second_moment
     self.bounded = 0  # entries whose step the bound changed, over all steps
     self.M = np.zeros((self.m, self.n))  # line 1
     self.t = 0
@@ -53,7 +59,7 @@ class AladaLeaf:
     b1, b2, eps, t = self.b1, self.b2, self.eps, self.t
     self.M = b1 * self.M + (1 - b1) * G  # line 5
     M_tilde = self.M / (1 - b1 ** (t + 1))  # line 6
-    V = M_tilde**2  # line 7
+    V = M_tilde**2 if self.second_moment == 'momentum' else G**2  # line 7
     if t == 0:  # lines 8-12
       self.v0 = np.sum(G**2) / (self.m * self.n)
       self.p = math.sqrt(self.v0) * np.ones(self.m)

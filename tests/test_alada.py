@@ -32,9 +32,13 @@ SHAPES = {
 
 # -- exactness against the float64 transcription of Algorithm 2 -------------
 
-# The default (each entry's step bounded by 1) and the paper's Algorithm 2.
+# The default (each entry's step bounded by 1), the paper's Algorithm 2, and
+# factors fitting G^2 (the paper's Section III), bounded and not.
 MODES = [pytest.param({}, id='default'),
-         pytest.param({'step_bound': None}, id='paper')]
+         pytest.param({'step_bound': None}, id='paper'),
+         pytest.param({'second_moment': 'gradient'}, id='gradient'),
+         pytest.param({'second_moment': 'gradient', 'step_bound': None},
+                      id='gradient-unbounded')]
 
 
 @pytest.mark.parametrize('mode', MODES)
@@ -62,7 +66,7 @@ def test_matches_float64_transcription(make_opt, mode):
   _, _, state = trajectories.compare_with_reference(
       make_opt(lr, wd, **mode), step, x0, grad_fn, steps, lr,
       weight_decay=wd, tol=1e-10)
-  if not mode:  # the problem exercises the bound: the two modes differ
+  if mode.get('step_bound', 1.0) is not None:  # the problem exercises it
     assert sum(leaf.bounded for leaf in leaves.values()) > 0
   alada_state = state[0]
   for k, leaf in leaves.items():
@@ -450,3 +454,10 @@ def test_public_api_is_sorted_and_importable():
     assert hasattr(alada_optax, name), name
   for internal in ('MatrixPlan', 'plan_for', 'square_shape'):
     assert internal not in alada_optax.__all__
+
+
+def test_second_moment_must_be_momentum_or_gradient():
+  with pytest.raises(ValueError, match='second_moment must be one of'):
+    alada(1e-3, second_moment='grad')
+  with pytest.raises(ValueError, match='second_moment'):
+    scale_by_alada(second_moment=None)

@@ -11,27 +11,38 @@ from __future__ import annotations
 import functools
 
 import jax
+import jax.numpy as jnp
 import pytest
 
+import alada_optax
 from benchmarks import harness
 from benchmarks import models
 
 MLP = models.mlp(layers=4, width=256, batch=8)
 GPT2 = models.gpt2(layers=2, d=128, heads=4, vocab=1024, ctx=128, seq=64)
+# The benchmarks' optimizers, and Alada's factors fitting G^2: its refit reads
+# the gradient (an input) in place of M, which must not cost memory either.
+OPTIMIZERS = {
+    **harness.OPTIMIZERS,
+    'Alada, G^2': lambda: alada_optax.alada(
+        harness.LEARNING_RATE, second_moment='gradient'),
+    'Alada, G^2, bf16 M': lambda: alada_optax.alada(
+        harness.LEARNING_RATE, second_moment='gradient', mu_dtype=jnp.bfloat16),
+}
 
 
 @functools.cache
 def peak(model_name: str, opt_name: str) -> harness.Memory:
   model = {'mlp': MLP, 'gpt2': GPT2}[model_name]
   return harness.compile_train_step(
-      model, harness.OPTIMIZERS[opt_name]()).memory
+      model, OPTIMIZERS[opt_name]()).memory
 
 
 @functools.cache
 def update_memory(opt_name: str) -> harness.Memory:
   params = jax.eval_shape(MLP.init, jax.random.key(0))
   return harness.compile_update_step(
-      params, harness.OPTIMIZERS[opt_name]()).memory
+      params, OPTIMIZERS[opt_name]()).memory
 
 
 def ratio(model_name, a, b):
@@ -45,24 +56,36 @@ def test_mlp_alada_sits_on_the_sgd_momentum_floor():
   assert ratio('mlp', 'Alada', 'Adam') <= 0.72
 
 
+def test_mlp_alada_fitting_g2_keeps_a_gradient_longer():
+  # With second_moment='gradient' the refit reads G, and XLA's CPU schedule
+  # runs a layer's refit after the next layer's backward: two more 256 x 256
+  # gradients are alive at the peak of this 4-layer MLP (1.098x SGD+m, where
+  # fitting M~^2 gives 0.918x). Still well under Adam; at GPT-2-small scale
+  # (activations set the peak) the two peaks are equal (1454.0 MiB).
+  assert ratio('mlp', 'Alada, G^2', 'SGD+momentum') <= 1.10
+  assert ratio('mlp', 'Alada, G^2', 'Adam') <= 0.80
+
+
 def test_mlp_bf16_momentum_is_below_the_fp32_floor():
   assert ratio('mlp', 'Alada, bf16 M', 'SGD+momentum') <= 0.80
 
 
-def test_gpt2_alada_peak_is_sgd_momentums():
+@pytest.mark.parametrize('alada_name', ['Alada', 'Alada, G^2'])
+def test_gpt2_alada_peak_is_sgd_momentums(alada_name):
   # A tied-embedding transformer: the peak is set by the forward and backward
   # (activations, logits, the embedding's gradient); Alada adds nothing to it.
-  assert ratio('gpt2', 'Alada', 'SGD+momentum') <= 1.02
-  assert ratio('gpt2', 'Alada', 'Adam') <= 0.80
+  assert ratio('gpt2', alada_name, 'SGD+momentum') <= 1.02
+  assert ratio('gpt2', alada_name, 'Adam') <= 0.80
 
 
-@pytest.mark.parametrize('opt_name', ['Alada', 'Alada, bf16 M'])
+@pytest.mark.parametrize('opt_name', ['Alada', 'Alada, bf16 M', 'Alada, G^2',
+                                      'Alada, G^2, bf16 M'])
 def test_update_alone_has_no_full_size_temporaries(opt_name):
   """The donated update: only vectors beside params, state and gradients."""
   m = update_memory(opt_name)
   largest_leaf = 256 * 256 * 4
   assert m.temporaries < largest_leaf // 4, m
-  assert m.state <= m.params * (1.02 if opt_name == 'Alada' else 0.52)
+  assert m.state <= m.params * (0.52 if 'bf16' in opt_name else 1.02)
 
 
 def test_state_is_mu_plus_factors():
