@@ -2,7 +2,7 @@
 
     python -m benchmarks.safeguard              # ~5 min on 2 CPU cores
     python -m benchmarks.safeguard --quick      # smoke run: one seed, short
-    python -m benchmarks.safeguard --candidates # + the looser bounds 2, 3.16 (~7 min)
+    python -m benchmarks.safeguard --candidates # + bounds 2, 3.16 and G^2 (~9 min)
 
 Four measurements, each for Adam (``optax.adam``, b2 = 0.999), the default
 ``alada`` (``step_bound=1``) and the paper's Algorithm 2
@@ -65,6 +65,9 @@ CANDIDATES = {
         learning_rate, step_bound=2.0),
     'alada (bound 1/sqrt(1-b2))': lambda learning_rate: alada_optax.alada(
         learning_rate, step_bound=10**0.5),
+    # Not a bound: the factors fit G^2 (the paper's Section III), bound 1.
+    'alada (G^2)': lambda learning_rate: alada_optax.alada(
+        learning_rate, second_moment='gradient'),
 }
 # Quarter-decade steps (1, 1.7, 3, 5.5, 10): a 5-point grid of half-decade
 # steps (factor ~3) centred on any point from 3e-4 to 1e-3 is inside it.
@@ -109,12 +112,15 @@ def matrix_parabola(make, lr: float = 3e-3, steps: int = 30_000):
   return float(jnp.max(jnp.abs(x - final))), float(jnp.max(largest)) / lr
 
 
-def update_cost(quick: bool, rounds: int, log=print) -> dict[str, Any]:
-  """Median time and bytes accessed of the update alone, default vs paper."""
+def update_cost(quick: bool, rounds: int, log=print,
+                extra=None) -> dict[str, Any]:
+  """Median time and bytes accessed of the update alone, default vs paper
+  (and the optimizers of ``extra``, a dict like :data:`CANDIDATES`)."""
   model = (models_lib.gpt2(layers=1, d=64, heads=2, vocab=256, ctx=32, seq=32)
            if quick else models_lib.gpt2())
-  names = ['alada', 'alada (paper)']
-  opts = {n: OPTIMIZERS[n](1e-3) for n in names}
+  makers = {**OPTIMIZERS, **(extra or {})}
+  names = ['alada', 'alada (paper)', *(extra or {})]
+  opts = {n: makers[n](1e-3) for n in names}
   abstract = jax.eval_shape(model.init, jax.random.key(0))
   programs = {n: harness.compile_update_step(abstract, opts[n]) for n in names}
   params = harness.concrete_params(model)
@@ -234,8 +240,8 @@ def main(argv=None) -> int:
   parser.add_argument('--quick', action='store_true',
                       help='smoke run: tiny LM, one seed, fewer silent steps')
   parser.add_argument('--candidates', action='store_true',
-                      help='also sweep the looser bounds 2 and 1/sqrt(1-b2) '
-                      'on the LM (+2.5 min)')
+                      help='also sweep the looser bounds 2 and 1/sqrt(1-b2), '
+                      "and second_moment='gradient', on the LM (+4 min)")
   args = parser.parse_args(argv)
   start = time.perf_counter()
   silent = (20, 60) if args.quick else (200, 600)
@@ -246,7 +252,10 @@ def main(argv=None) -> int:
   res['parabola'] = {n: matrix_parabola(m, steps=3000 if args.quick else 30_000)
                      for n, m in OPTIMIZERS.items()}
   print('matrix_parabola:', res['parabola'], flush=True)
-  res['update'] = update_cost(args.quick, 3 if args.quick else 15)
+  res['update'] = update_cost(
+      args.quick, 3 if args.quick else 15,
+      extra={'alada (G^2)': CANDIDATES['alada (G^2)']} if args.candidates
+      else None)
   with methods_lib.single_threaded_lapack():
     res['lm'] = lr_sensitivity(
         args.quick, {**OPTIMIZERS, **(CANDIDATES if args.candidates else {})})

@@ -428,6 +428,8 @@ class TestAladaOptaxChecks(OptaxCommonChecks):
       pytest.param(alada, {'learning_rate': 1e-3}, id='alada'),
       pytest.param(alada, {'learning_rate': 1e-3, 'weight_decay': 1e-4,
                            'b2': 0.95}, id='alada-wd'),
+      pytest.param(alada, {'learning_rate': 1e-3, 'second_moment': 'gradient'},
+                   id='alada-gradient'),
   ]
 
 

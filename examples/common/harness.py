@@ -89,11 +89,18 @@ def _alada_paper(learning_rate: optax.ScalarOrSchedule) -> optax.GradientTransfo
   return alada_optax.alada(learning_rate, b1=0.9, b2=0.9, step_bound=None)
 
 
+def _alada_gradient(learning_rate: optax.ScalarOrSchedule) -> optax.GradientTransformation:
+  # The factors fit G^2 (the paper's Section III), with the default bound.
+  return alada_optax.alada(learning_rate, b1=0.9, b2=0.9,
+                           second_moment='gradient')
+
+
 OPTIMIZERS: dict[str, Callable[[optax.ScalarOrSchedule], optax.GradientTransformation]] = {
     'adam': _adam,
     'adafactor': _adafactor,
     'alada': _alada,
     'alada_paper': _alada_paper,
+    'alada_gradient': _alada_gradient,
 }
 """Optimizer name -> ``factory(learning_rate)``; no weight decay for any."""
 
