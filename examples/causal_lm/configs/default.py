@@ -73,6 +73,7 @@ def get_config() -> ml_collections.ConfigDict:
       'adafactor': (1e-2, 3e-2, 1e-1),  # relative to each parameter's RMS (optax default).
       'alada': (1e-3, 3e-3, 1e-2),
       'alada_paper': (1e-3, 3e-3, 1e-2),  # step_bound=None: the paper's Algorithm 2.
+      'alada_gradient': (1e-3, 3e-3, 1e-2),  # second_moment='gradient': Adam's rates.
   })
   config.progress = True  # tqdm progress bars.
   return config

@@ -39,6 +39,7 @@ def get_config() -> ml_collections.ConfigDict:
       'adafactor': (1e-3, 3e-3),  # relative to each parameter's RMS (optax default).
       'alada': (3e-5, 1e-4),  # a third of Adam's best, and Adam's best (see README: start at half).
       'alada_paper': (3e-5, 1e-4),  # step_bound=None: the paper's Algorithm 2.
+      'alada_gradient': (3e-5, 1e-4),  # second_moment='gradient': Adam's rates.
   })
   config.progress = True  # tqdm progress bars.
   return config
