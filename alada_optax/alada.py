@@ -269,13 +269,9 @@ def _alada_leaf(
       functools.partial(refit, rows=True, cols=True, init=True),
   ]
 
-  def fold(g):
-    # Lines 5-6: M_{t+1} = b1 M_t + (1 - b1) G_t, stored in mu's dtype; what
-    # follows reads M_{t+1} as stored.
-    return (b1 * mu.astype(dtype) + (1 - b1) * g.astype(dtype)).astype(
-        mu.dtype)
-
-  mu = fold(g)
+  # Lines 5-6: M_{t+1} = b1 M_t + (1 - b1) G_t, stored in mu's dtype; what
+  # follows reads M_{t+1} as stored.
+  mu = (b1 * mu.astype(dtype) + (1 - b1) * g.astype(dtype)).astype(mu.dtype)
   # The refit reads M_{t+1} (Algorithm 2), or G (second_moment='gradient'):
   # then G lives until the refit, and in a train step XLA's CPU scheduler
   # may run that refit after the next layer's backward, keeping two
