@@ -236,19 +236,18 @@ def _alada_leaf(
   t0 = jnp.where(started, t0, count)
   t = count - t0  # Algorithm 2's t: 0 at the leaf's first non-zero gradient.
   tp1 = (t + 1).astype(dtype)
+  bc1, b2_pow = 1 - b1**tp1, b2**tp1
+  if second_moment == 'gradient':  # the paper's Section III: V = G^2
+    v_scale = v0_scale = jnp.ones((), dtype)
+  else:  # Algorithm 2, line 7: V = M~^2 = (M / bc1)^2
+    v_scale, v0_scale = bc1, 1 - b1
   clock = _Clock(
       plan=plan, dtype=dtype, b1=b1, b2=b2, eps=eps,
       # 2^126 in float32, whose reciprocal is still a normal number (XLA
       # divides by multiplying by the reciprocal, and flushes subnormals).
       big=1 / jnp.finfo(dtype).smallest_normal,
-      started=started, even=t % 2 == 0, bc1=1 - b1**tp1, b2_pow=b2**tp1,
-      v_scale=None, v0_scale=None)
-  if second_moment == 'gradient':  # the paper's Section III: V = G^2
-    one = jnp.ones((), dtype)
-    clock = clock._replace(v_scale=one, v0_scale=one)
-  else:  # Algorithm 2, line 7: V = M~^2 = (M / bc1)^2
-    clock = clock._replace(v_scale=clock.bc1, v0_scale=1 - b1)
-  bc1, b2_pow = clock.bc1, clock.b2_pow
+      started=started, even=t % 2 == 0, bc1=bc1, b2_pow=b2_pow,
+      v_scale=v_scale, v0_scale=v0_scale)
 
   # Even matrices refit p, odd ones q; matrices starting now (all even) also
   # set v0. Only the branch the parities need runs.

@@ -53,12 +53,14 @@ class Curve:
   ses: tuple[float, ...]
   higher_is_better: bool
 
+  def key(self, value: float | None) -> tuple[bool, float]:
+    """Sort key, larger is better; a diverged run (None) is the worst."""
+    if value is None:
+      return False, 0.0
+    return True, value if self.higher_is_better else -value
+
   def better(self, a: float | None, b: float | None) -> bool:
-    if a is None:
-      return False
-    if b is None:
-      return True
-    return a > b if self.higher_is_better else a < b
+    return self.key(a) > self.key(b)
 
   def at(self, lr: float) -> int | None:
     """Index of the grid point within ``MATCH`` of ``lr``, if any."""
@@ -121,13 +123,6 @@ def curve(runs: Iterable[tuple[float, float | None]], higher_is_better: bool,
   return Curve(lrs, tuple(means), tuple(ses), higher_is_better)
 
 
-def _worst_first(c: Curve, values, last: bool = False):
-  """The worst (``last``: the best) of ``values`` by ``c``'s ordering."""
-  key = lambda v: (v is not None, (v if c.higher_is_better else -v)
-                   if v is not None else 0)
-  return (max if last else min)(values, key=key)
-
-
 def _fmt(x: float | None, digits: int) -> str:
   return 'diverged' if x is None else f'{x:.{digits}f}'
 
@@ -158,8 +153,8 @@ def summary(curves: dict[str, Curve], reference: str = 'adam',
         'centred_worst': c.centred_worst(b),
         'centred_worst_over_ties': (
             None if not measured else
-            [_worst_first(c, [w[0] for w in measured]),
-             _worst_first(c, [w[0] for w in measured], last=True)]),
+            [min((w[0] for w in measured), key=c.key),
+             max((w[0] for w in measured), key=c.key)]),
         'ties_outside_grid': sum(bool(w[2]) for w in worsts),
         'mapping': {},
     }

@@ -168,7 +168,7 @@ def lr_sensitivity(quick: bool, optimizers, log=print) -> dict[str, Any]:
                      'heldout': held if np.isfinite(held) else None,
                      'mean_step': float(mean), 'at_lr': float(at_lr)})
     rows[name] = runs
-    c = curves({'rows': {name: runs}})[name]
+    c = _curve(runs)
     log(f'  {name}: ' + ', '.join(
         f'{lr:g}: ' + ('div' if m is None else f'{m:.3f}')
         for lr, m in zip(c.lrs, c.means)) +
@@ -177,12 +177,15 @@ def lr_sensitivity(quick: bool, optimizers, log=print) -> dict[str, Any]:
           'unigram': data.unigram, 'lrs': list(LRS), 'rows': rows}
 
 
+def _curve(runs) -> lr_robustness.Curve:
+  """One optimizer's runs as a loss curve (the std. errors are the seeds')."""
+  return lr_robustness.curve(((r['lr'], r['heldout']) for r in runs),
+                             higher_is_better=False)
+
+
 def curves(lm: dict[str, Any]) -> dict[str, lr_robustness.Curve]:
-  """The LM sweep as :class:`benchmarks.lr_robustness.Curve` (loss: lower is
-  better; the standard errors are the seeds')."""
-  return {name: lr_robustness.curve(
-      ((r['lr'], r['heldout']) for r in runs), higher_is_better=False)
-          for name, runs in lm['rows'].items()}
+  """The LM sweep as :class:`benchmarks.lr_robustness.Curve` per optimizer."""
+  return {name: _curve(runs) for name, runs in lm['rows'].items()}
 
 
 def markdown(res: dict[str, Any]) -> str:
