@@ -21,6 +21,12 @@ optimizer against a reference (Adam):
 * **Mapping**: the optimizer at the reference's best learning rate times a
   factor (the documented ``alada`` starting point), against the reference's
   best.
+* **Gaps**: how much worse each centred-grid worst is than the reference's
+  and, given ``floor`` (``--floor``), than the floor's: in accuracy points,
+  or nats (the log ratio of perplexities, the difference of losses in
+  nats). The floor is what no optimizer of a kind can beat, e.g. the
+  rank-one yardstick (``examples/common/rank_one_adam.py``) for a rank-one
+  second moment.
 
 The standard error of one run is taken from its seeds; a task with one seed
 per point has none unless given: for accuracy, the binomial error of the
@@ -127,11 +133,37 @@ def _fmt(x: float | None, digits: int) -> str:
   return 'diverged' if x is None else f'{x:.{digits}f}'
 
 
+GAP_UNITS = {'points': 'pts', 'log': 'nats', 'difference': ''}
+
+
+def gap(c: Curve, value: float | None, other: float | None,
+        unit: str = 'difference') -> float:
+  """How much worse ``value`` is than ``other`` (negative: better), in
+  accuracy ``'points'`` (x100), ``'log'`` (ln ratio: nats for perplexities)
+  or as a plain ``'difference'``; inf where only ``value`` diverged."""
+  if value is None or other is None:
+    return 0.0 if value is other else math.inf if value is None else -math.inf
+  if unit == 'log':
+    d = math.log(value / other)
+  else:
+    d = (value - other) * (100 if unit == 'points' else 1)
+  return -d if c.higher_is_better else d
+
+
 def summary(curves: dict[str, Curve], reference: str = 'adam',
-            mapping: Sequence[float] = (1 / 3, 1 / 2)) -> dict[str, Any]:
+            mapping: Sequence[float] = (1 / 3, 1 / 2),
+            floor: str | None = None,
+            unit: str = 'difference') -> dict[str, Any]:
   """Every figure of the module docstring, per optimizer, as plain data."""
+  if unit not in GAP_UNITS:
+    raise ValueError(f'unit must be one of {sorted(GAP_UNITS)}, got {unit!r}')
+  for name in (reference, floor):
+    if name is not None and name not in curves:
+      raise ValueError(f'{name!r} is not among the curves {sorted(curves)}')
   ref = curves[reference]
   rb = ref.best
+  against = {n: curves[n].centred_worst(curves[n].best)[0]
+             for n in (reference, floor) if n is not None}
   out = {}
   for name, c in curves.items():
     b = c.best
@@ -156,6 +188,10 @@ def summary(curves: dict[str, Curve], reference: str = 'adam',
             [min((w[0] for w in measured), key=c.key),
              max((w[0] for w in measured), key=c.key)]),
         'ties_outside_grid': sum(bool(w[2]) for w in worsts),
+        # How much worse the centred-grid worst is than the reference's and
+        # the floor's (in ``unit``).
+        'centred_worst_gap': {n: gap(c, c.centred_worst(b)[0], w, unit)
+                              for n, w in against.items()},
         'mapping': {},
     }
     for f in mapping:
@@ -168,8 +204,11 @@ def summary(curves: dict[str, Curve], reference: str = 'adam',
 
 
 def markdown(curves: dict[str, Curve], reference: str = 'adam',
-             digits: int = 3, unit: str = '') -> str:
-  """The sweep (mean, and std. error where there is one) and the summary."""
+             digits: int = 3, unit: str = '', floor: str | None = None,
+             gap_unit: str = 'difference') -> str:
+  """The sweep (mean, and std. error where there is one) and the summary;
+  with ``floor``, a column of the centred-grid worsts' gaps to the reference's
+  and the floor's."""
   lrs = sorted({lr for c in curves.values() for lr in c.lrs})
   lines = ['| optimizer | ' + ' | '.join(f'{lr:g}' for lr in lrs) + ' |',
            '|---|' + '---:|' * len(lrs)]
@@ -185,10 +224,14 @@ def markdown(curves: dict[str, Curve], reference: str = 'adam',
         cell += f' ±{c.ses[i]:.{digits}f}'
       cells.append(f'**{cell}**' if i == c.best else cell)
     lines.append(f'| {name} | ' + ' | '.join(cells) + ' |')
-  s = summary(curves, reference)
+  s = summary(curves, reference, floor=floor, unit=gap_unit)
+  gap_head = (f' worse than {reference} / {floor} by ({GAP_UNITS[gap_unit]}) |'
+              if floor else '')
   lines += ['', f'| optimizer | best{unit} (lr) | tied with it | best vs '
-            f'{reference} | centred-grid worst | over tied centres | at '
-            f"{reference}'s best / 3 | / 2 |", '|---|---|---|---|---|---|---:|---:|']
+            f'{reference} | centred-grid worst |{gap_head} over tied centres | '
+            f"at {reference}'s best / 3 | / 2 |",
+            '|---|---|---|---|---|' + ('---:|' if floor else '')
+            + '---|---:|---:|']
   for name, r in s.items():
     cw = r['centred_worst']
     over = r['centred_worst_over_ties']
@@ -211,7 +254,10 @@ def markdown(curves: dict[str, Curve], reference: str = 'adam',
         f'{", ".join(f"{x:g}" for x in r["tied_lrs"])} | '
         + ('-' if name == reference or diff is None else
            f'{diff:+.{digits}f} ({r["best_vs_reference"]})')
-        + f' | {cw_cell} | {over_cell} | ' + ' | '.join(maps) + ' |')
+        + f' | {cw_cell} | '
+        + (' / '.join(f'{g:+.2f}' for g in
+                      r['centred_worst_gap'].values()) + ' | ' if floor else '')
+        + f'{over_cell} | ' + ' | '.join(maps) + ' |')
   return '\n'.join(lines) + '\n'
 
 
@@ -249,7 +295,8 @@ def plot(curves: dict[str, Curve], path: str, ylabel: str, title: str,
   for name, c in curves.items():
     ax.errorbar(c.lrs, [np.nan if m is None else m for m in c.means],
                 yerr=c.ses, marker='o', ms=4, capsize=2, label=name,
-                ls='--' if 'paper' in name else '-')
+                ls='--' if 'paper' in name else
+                ':' if 'rank' in name else '-')
   if baseline is not None:
     ax.axhline(baseline[0], color='grey', lw=0.8, ls=':', label=baseline[1])
   ax.set(xscale='log', yscale='log' if log_y else 'linear',
@@ -272,13 +319,19 @@ def main(argv=None) -> int:
   parser.add_argument('--skip', nargs='*', default=['adafactor'],
                       help='optimizers left out (default: %(default)s, '
                       'which is swept on its own scale)')
+  parser.add_argument('--floor', help='an optimizer whose centred-grid worst '
+                      'the others are also measured against (e.g. '
+                      'adam_rank_one, the rank-one yardstick)')
   parser.add_argument('--plot', help='also write the curves to this .png')
   parser.add_argument('--title', default='', help="the plot's title")
   args = parser.parse_args(argv)
   curves, metric = from_results(args.results)
   curves = {n: c for n, c in curves.items() if n not in args.skip}
   print(f'{metric}:\n')
-  print(markdown(curves, args.reference, 3 if metric == 'accuracy' else 2))
+  print(markdown(curves, args.reference, 3 if metric == 'accuracy' else 2,
+                 floor=args.floor, gap_unit={'accuracy': 'points',
+                                             'perplexity': 'log'}.get(
+                                                 metric, 'difference')))
   if args.plot:
     plot(curves, args.plot, f'held-out {metric}', args.title,
          log_y=metric == 'perplexity')

@@ -3,6 +3,7 @@
     python -m benchmarks.safeguard              # ~5 min on 2 CPU cores
     python -m benchmarks.safeguard --quick      # smoke run: one seed, short
     python -m benchmarks.safeguard --candidates # + bounds 2, 3.16 and G^2 (~9 min)
+    python -m benchmarks.safeguard --yardsticks # + the rank-one yardsticks (~+5 min)
 
 Four measurements, each for Adam (``optax.adam``, b2 = 0.999), the default
 ``alada`` (``step_bound=1``) and the paper's Algorithm 2
@@ -28,7 +29,10 @@ Four measurements, each for Adam (``optax.adam``, b2 = 0.999), the default
   its ties, centred-grid worst, Alada at Adam's best / 3 and / 2); and,
   over the run, the mean per-entry step ``|update| / lr`` and the fraction
   of entries with ``|update| >= lr`` (for the default Alada: where the bound
-  acts).
+  acts). ``--yardsticks`` adds Adam dividing by the best rank-one fit of its
+  own second moment (:mod:`examples.common.rank_one_adam`; least squares and
+  Adafactor's fit): the floor of what any rank-one second moment can do, and
+  each optimizer's centred-grid worst against it.
 
 Writes ``safeguard.md``, ``safeguard.json`` and ``safeguard.png`` under
 ``--out`` (default ``out/safeguard``).
@@ -52,6 +56,7 @@ from benchmarks import harness
 from benchmarks import lr_robustness
 from benchmarks import methods as methods_lib
 from benchmarks import models as models_lib
+from examples.common import rank_one_adam
 
 OPTIMIZERS = {
     'adam': lambda learning_rate: optax.adam(learning_rate),
@@ -68,6 +73,14 @@ CANDIDATES = {
     # Not a bound: the factors fit G^2 (the paper's Section III), bound 1.
     'alada (G^2)': lambda learning_rate: alada_optax.alada(
         learning_rate, second_moment='gradient'),
+}
+# Adam's full state dividing by a rank-one fit of its own second moment:
+# floors for rank-one second moments, not memory savers (--yardsticks).
+YARDSTICKS = {
+    'adam (rank-one fit)': lambda learning_rate: rank_one_adam.rank_one_adam(
+        learning_rate),
+    'adam (rank-one fit, sums)': lambda learning_rate: (
+        rank_one_adam.rank_one_adam(learning_rate, fit='sums')),
 }
 # Quarter-decade steps (1, 1.7, 3, 5.5, 10): a 5-point grid of half-decade
 # steps (factor ~3) centred on any point from 3e-4 to 1e-3 is inside it.
@@ -188,6 +201,13 @@ def curves(lm: dict[str, Any]) -> dict[str, lr_robustness.Curve]:
   return {name: _curve(runs) for name, runs in lm['rows'].items()}
 
 
+def floor(lm: dict[str, Any]) -> str | None:
+  """The yardstick swept (if any) whose centred-grid worst is the best."""
+  cs = {n: c for n, c in curves(lm).items() if n in YARDSTICKS}
+  return max(cs, key=lambda n: cs[n].key(cs[n].centred_worst(cs[n].best)[0]),
+             default=None)
+
+
 def markdown(res: dict[str, Any]) -> str:
   lines = ['## A rare embedding row (100 x 8, lr 1e-3): largest per-entry '
            'update after it comes back, x lr', '',
@@ -215,7 +235,8 @@ def markdown(res: dict[str, Any]) -> str:
   lines += ['', f'## Learning-rate sensitivity: {lm["lm_name"]}, {lm["steps"]} '
             f'steps, held-out nats/byte (mean ± std. error over batch orders '
             f'{lm["seeds"]}; unigram {lm["unigram"]:.3f})', '',
-            lr_robustness.markdown(curves(lm)).rstrip('\n'), '',
+            lr_robustness.markdown(curves(lm), floor=floor(lm)).rstrip('\n'),
+            '',
             '| optimizer | mean step / lr | entries stepping >= lr |',
             '|---|---:|---:|']
   for name, runs in lm['rows'].items():
@@ -245,6 +266,10 @@ def main(argv=None) -> int:
   parser.add_argument('--candidates', action='store_true',
                       help='also sweep the looser bounds 2 and 1/sqrt(1-b2), '
                       "and second_moment='gradient', on the LM (+4 min)")
+  parser.add_argument('--yardsticks', action='store_true',
+                      help="also sweep Adam dividing by a rank-one fit of its "
+                      'own second moment (two fits), the floor of rank-one '
+                      'second moments, on the LM (+5 min)')
   args = parser.parse_args(argv)
   start = time.perf_counter()
   silent = (20, 60) if args.quick else (200, 600)
@@ -261,7 +286,8 @@ def main(argv=None) -> int:
       else None)
   with methods_lib.single_threaded_lapack():
     res['lm'] = lr_sensitivity(
-        args.quick, {**OPTIMIZERS, **(CANDIDATES if args.candidates else {})})
+        args.quick, {**OPTIMIZERS, **(CANDIDATES if args.candidates else {}),
+                     **(YARDSTICKS if args.yardsticks else {})})
   res['wall_s'] = time.perf_counter() - start
   res['versions'] = {'jax': jax.__version__, 'optax': optax.__version__}
   os.makedirs(args.out, exist_ok=True)

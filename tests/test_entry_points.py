@@ -192,10 +192,10 @@ def test_readme_test_command_is_what_ci_runs():
 
 
 def test_quick_safeguard_benchmark(tmp_path):
-  """benchmarks.safeguard --quick: its tables, under out/, checkout clean."""
+  """benchmarks.safeguard --quick --yardsticks: its tables, under out/, checkout clean."""
   before = _git_status()
   proc = subprocess.run(
-      [sys.executable, '-m', 'benchmarks.safeguard', '--quick'],
+      [sys.executable, '-m', 'benchmarks.safeguard', '--quick', '--yardsticks'],
       cwd=tmp_path, env=_env(), capture_output=True, text=True, timeout=600)
   assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
   out = tmp_path / 'out' / 'safeguard'
@@ -209,6 +209,9 @@ def test_quick_safeguard_benchmark(tmp_path):
   assert {'alada', 'alada (paper)'} <= set(rows)
   # The LM sweep's summary (benchmarks.lr_robustness) is in the report.
   assert '| optimizer | best (lr) | tied with it |' in report
+  # --yardsticks: the rank-one floors swept, each worst measured against one.
+  assert '| adam (rank-one fit) |' in report
+  assert ' worse than adam / adam (rank-one fit' in report
   assert (out / 'safeguard.png').is_file() and (out / 'safeguard.json').is_file()
   after = _git_status()
   if before is not None:

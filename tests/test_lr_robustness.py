@@ -99,3 +99,33 @@ def test_from_results_merges_files_with_binomial_errors(tmp_path, capsys):
   out = capsys.readouterr().out
   assert 'adafactor' not in out and '**0.800 ±0.013**' in out
   assert png.stat().st_size > 0
+
+
+def test_gaps_to_the_reference_and_the_floor():
+  adam = _loss_curve([4.0, 3.8, 3.5, 3.1, 2.8, 2.63, 2.60, 2.97, 2.96, 3.0,
+                      3.05])
+  floor = _loss_curve([4.0, 3.8, 3.6, 3.1, 2.8, 2.63, 2.60, 2.97, 2.96, 3.0,
+                       3.4])
+  alada = _loss_curve([4.0, 3.8, 3.5, 3.1, 2.8, 2.63, 2.60, 2.97, 2.96, 3.0,
+                       3.5])
+  curves = {'adam': adam, 'floor': floor, 'alada': alada}
+  s = lr_robustness.summary(curves, floor='floor')
+  # Centred on 1e-3: worsts 3.5 (adam, at 1e-4), 3.6 (floor), 3.5 (alada, at
+  # 1e-2).
+  assert s['alada']['centred_worst_gap'] == {
+      'adam': pytest.approx(0.0), 'floor': pytest.approx(-0.1)}
+  assert s['floor']['centred_worst_gap']['adam'] == pytest.approx(0.1)
+  log = lr_robustness.summary(curves, floor='floor', unit='log')
+  assert log['floor']['centred_worst_gap']['adam'] == pytest.approx(
+      math.log(3.6 / 3.5))
+  table = lr_robustness.markdown(curves, floor='floor')
+  assert 'worse than adam / floor by' in table and '| +0.10 / +0.00 |' in table
+  # Accuracy: lower is worse, in points.
+  acc = {n: lr_robustness.curve([(1e-4, a), (3e-4, b)], True)
+         for n, (a, b) in {'adam': (0.8, 0.66), 'x': (0.8, 0.62)}.items()}
+  r = lr_robustness.summary(acc, unit='points')['x']
+  assert r['centred_worst_gap']['adam'] == pytest.approx(4.0)
+  with pytest.raises(ValueError, match='floor'):
+    lr_robustness.summary(curves, floor='floor ')
+  with pytest.raises(ValueError, match='unit'):
+    lr_robustness.summary(curves, unit='nats')

@@ -66,6 +66,7 @@ import optax
 from flax import nnx
 
 import alada_optax
+from examples.common import rank_one_adam
 
 
 def _adam(learning_rate: optax.ScalarOrSchedule) -> optax.GradientTransformation:
@@ -95,12 +96,26 @@ def _alada_gradient(learning_rate: optax.ScalarOrSchedule) -> optax.GradientTran
                            second_moment='gradient')
 
 
+def _adam_rank_one(learning_rate: optax.ScalarOrSchedule) -> optax.GradientTransformation:
+  # A yardstick, not a memory saver: Adam dividing by the least-squares
+  # rank-one fit of its own full second moment (rank_one_adam.py).
+  return rank_one_adam.rank_one_adam(learning_rate, b1=0.9, b2=0.999, eps=1e-8)
+
+
+def _adam_rank_one_sums(learning_rate: optax.ScalarOrSchedule) -> optax.GradientTransformation:
+  # The same with Adafactor's fit r c^T / sum(r) of Adam's second moment.
+  return rank_one_adam.rank_one_adam(learning_rate, b1=0.9, b2=0.999, eps=1e-8,
+                                     fit='sums')
+
+
 OPTIMIZERS: dict[str, Callable[[optax.ScalarOrSchedule], optax.GradientTransformation]] = {
     'adam': _adam,
     'adafactor': _adafactor,
     'alada': _alada,
     'alada_paper': _alada_paper,
     'alada_gradient': _alada_gradient,
+    'adam_rank_one': _adam_rank_one,
+    'adam_rank_one_sums': _adam_rank_one_sums,
 }
 """Optimizer name -> ``factory(learning_rate)``; no weight decay for any."""
 
