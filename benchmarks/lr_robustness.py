@@ -255,7 +255,7 @@ def markdown(curves: dict[str, Curve], reference: str = 'adam',
         + ('-' if name == reference or diff is None else
            f'{diff:+.{digits}f} ({r["best_vs_reference"]})')
         + f' | {cw_cell} | '
-        + (' / '.join(f'{g:+.2f}' for g in
+        + (' / '.join(f'{round(g, 2) + 0.0:+.2f}' for g in
                       r['centred_worst_gap'].values()) + ' | ' if floor else '')
         + f'{over_cell} | ' + ' | '.join(maps) + ' |')
   return '\n'.join(lines) + '\n'

@@ -3,7 +3,7 @@
     python -m benchmarks.safeguard              # ~5 min on 2 CPU cores
     python -m benchmarks.safeguard --quick      # smoke run: one seed, short
     python -m benchmarks.safeguard --candidates # + bounds 2, 3.16 and G^2 (~9 min)
-    python -m benchmarks.safeguard --yardsticks # + the rank-one yardsticks (~+5 min)
+    python -m benchmarks.safeguard --yardsticks # + the rank-one yardsticks (~+8 min)
 
 Four measurements, each for Adam (``optax.adam``, b2 = 0.999), the default
 ``alada`` (``step_bound=1``) and the paper's Algorithm 2
@@ -30,9 +30,10 @@ Four measurements, each for Adam (``optax.adam``, b2 = 0.999), the default
   over the run, the mean per-entry step ``|update| / lr`` and the fraction
   of entries with ``|update| >= lr`` (for the default Alada: where the bound
   acts). ``--yardsticks`` adds Adam dividing by the best rank-one fit of its
-  own second moment (:mod:`examples.common.rank_one_adam`; least squares and
-  Adafactor's fit): the floor of what any rank-one second moment can do, and
-  each optimizer's centred-grid worst against it.
+  own second moment (:mod:`examples.common.rank_one_adam`: least squares,
+  Adafactor's fit, and least squares with Alada's bound of 1): the floor of
+  what a rank-one second moment can do, and each optimizer's centred-grid
+  worst against the most robust of them.
 
 Writes ``safeguard.md``, ``safeguard.json`` and ``safeguard.png`` under
 ``--out`` (default ``out/safeguard``).
@@ -81,6 +82,8 @@ YARDSTICKS = {
         learning_rate),
     'adam (rank-one fit, sums)': lambda learning_rate: (
         rank_one_adam.rank_one_adam(learning_rate, fit='sums')),
+    'adam (rank-one fit, bound 1)': lambda learning_rate: (
+        rank_one_adam.rank_one_adam(learning_rate, step_bound=1.0)),
 }
 # Quarter-decade steps (1, 1.7, 3, 5.5, 10): a 5-point grid of half-decade
 # steps (factor ~3) centred on any point from 3e-4 to 1e-3 is inside it.
@@ -268,8 +271,8 @@ def main(argv=None) -> int:
                       "and second_moment='gradient', on the LM (+4 min)")
   parser.add_argument('--yardsticks', action='store_true',
                       help="also sweep Adam dividing by a rank-one fit of its "
-                      'own second moment (two fits), the floor of rank-one '
-                      'second moments, on the LM (+5 min)')
+                      'own second moment (three yardsticks), the floor of '
+                      'rank-one second moments, on the LM (+8 min)')
   args = parser.parse_args(argv)
   start = time.perf_counter()
   silent = (20, 60) if args.quick else (200, 600)

@@ -70,3 +70,14 @@ def test_differs_from_adam_where_it_is_not():
 def test_bad_fit_names_the_argument():
   with pytest.raises(ValueError, match='fit'):
     rank_one_adam.scale_by_rank_one_adam(fit='svd')
+
+
+def test_step_bound_clips_each_entry():
+  g = {'w': jnp.asarray(np.random.default_rng(4).normal(size=(6, 4)),
+                        jnp.float32)}
+  free = rank_one_adam.rank_one_adam(1.0)
+  bounded = rank_one_adam.rank_one_adam(1.0, step_bound=0.5)
+  u, _ = free.update(g, free.init(g))
+  ub, _ = bounded.update(g, bounded.init(g))
+  assert float(jnp.max(jnp.abs(u['w']))) > 0.5
+  np.testing.assert_array_equal(ub['w'], jnp.clip(u['w'], -0.5, 0.5))

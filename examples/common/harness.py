@@ -108,6 +108,13 @@ def _adam_rank_one_sums(learning_rate: optax.ScalarOrSchedule) -> optax.Gradient
                                      fit='sums')
 
 
+def _adam_rank_one_bounded(learning_rate: optax.ScalarOrSchedule) -> optax.GradientTransformation:
+  # The least-squares yardstick with Alada's default bound: no entry steps
+  # further than 1 x lr.
+  return rank_one_adam.rank_one_adam(learning_rate, b1=0.9, b2=0.999, eps=1e-8,
+                                     step_bound=1.0)
+
+
 OPTIMIZERS: dict[str, Callable[[optax.ScalarOrSchedule], optax.GradientTransformation]] = {
     'adam': _adam,
     'adafactor': _adafactor,
@@ -116,6 +123,7 @@ OPTIMIZERS: dict[str, Callable[[optax.ScalarOrSchedule], optax.GradientTransform
     'alada_gradient': _alada_gradient,
     'adam_rank_one': _adam_rank_one,
     'adam_rank_one_sums': _adam_rank_one_sums,
+    'adam_rank_one_bounded': _adam_rank_one_bounded,
 }
 """Optimizer name -> ``factory(learning_rate)``; no weight decay for any."""
 

@@ -70,8 +70,10 @@ def scale_by_rank_one_adam(
     eps: float = 1e-8,
     fit: str = 'least_squares',
     iterations: int = 30,
+    step_bound: float | None = None,
 ) -> optax.GradientTransformation:
-  """Adam's step with ``nu_hat`` replaced by :func:`best_rank_one` of it."""
+  """Adam's step with ``nu_hat`` replaced by :func:`best_rank_one` of it;
+  with ``step_bound``, each entry's step clipped to it as Alada's default is."""
   if fit not in FITS:
     raise ValueError(f'fit must be one of {FITS}, got {fit!r}')
 
@@ -87,6 +89,10 @@ def scale_by_rank_one_adam(
     return plan.from_matrix(
         best_rank_one(plan.to_matrix(nu_hat), fit, iterations))
 
+  def direction(m, v):
+    d = m / (jnp.sqrt(jnp.maximum(preconditioner(v), 0)) + eps)
+    return d if step_bound is None else jnp.clip(d, -step_bound, step_bound)
+
   def update_fn(updates, state, params=None):
     del params
     mu = optax.tree.update_moment(updates, state.mu, b1, 1)
@@ -95,8 +101,7 @@ def scale_by_rank_one_adam(
     mu_hat = optax.tree.bias_correction(mu, b1, count_inc)
     nu_hat = optax.tree.bias_correction(nu, b2, count_inc)
     updates = jax.tree.map(
-        lambda m, v: None if m is None else m / (
-            jnp.sqrt(jnp.maximum(preconditioner(v), 0)) + eps),
+        lambda m, v: None if m is None else direction(m, v),
         mu_hat, nu_hat, is_leaf=lambda x: x is None)
     return updates, ScaleByRankOneAdamState(count=count_inc, mu=mu, nu=nu)
 
@@ -109,7 +114,9 @@ def rank_one_adam(
     b2: float = 0.999,
     eps: float = 1e-8,
     fit: str = 'least_squares',
+    step_bound: float | None = None,
 ) -> optax.GradientTransformation:
   """:func:`scale_by_rank_one_adam` scaled by ``-learning_rate``."""
-  return optax.chain(scale_by_rank_one_adam(b1, b2, eps, fit),
-                     optax.scale_by_learning_rate(learning_rate))
+  return optax.chain(
+      scale_by_rank_one_adam(b1, b2, eps, fit, step_bound=step_bound),
+      optax.scale_by_learning_rate(learning_rate))

@@ -77,6 +77,7 @@ def get_config() -> ml_collections.ConfigDict:
       # Yardsticks with Adam's full state, not memory savers (docs/safeguard.md):
       'adam_rank_one': (1e-3, 3e-3, 1e-2),  # Adam / the best rank-one fit of its own nu.
       'adam_rank_one_sums': (1e-3, 3e-3, 1e-2),  # the same, Adafactor's fit of it.
+      'adam_rank_one_bounded': (1e-3, 3e-3, 1e-2),  # ... with Alada's default bound of 1.
   })
   config.progress = True  # tqdm progress bars.
   return config

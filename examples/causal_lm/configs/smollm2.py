@@ -32,5 +32,6 @@ def get_config():
       'alada_gradient': (1e-5, 3e-5, 1e-4),  # second_moment='gradient'.
       'adam_rank_one': (1e-5, 3e-5, 1e-4),  # yardsticks (docs/safeguard.md).
       'adam_rank_one_sums': (1e-5, 3e-5, 1e-4),
+      'adam_rank_one_bounded': (1e-5, 3e-5, 1e-4),  # ... with Alada's default bound of 1.
   })
   return config

@@ -43,6 +43,7 @@ def get_config() -> ml_collections.ConfigDict:
       # Yardsticks with Adam's full state, not memory savers (docs/safeguard.md):
       'adam_rank_one': (3e-5, 1e-4),  # Adam / the best rank-one fit of its own nu.
       'adam_rank_one_sums': (3e-5, 1e-4),  # the same, Adafactor's fit of it.
+      'adam_rank_one_bounded': (3e-5, 1e-4),  # ... with Alada's default bound of 1.
   })
   config.progress = True  # tqdm progress bars.
   return config

@@ -28,4 +28,5 @@ def get_config():
   config.learning_rates.alada_gradient = grid
   config.learning_rates.adam_rank_one = grid
   config.learning_rates.adam_rank_one_sums = grid
+  config.learning_rates.adam_rank_one_bounded = grid
   return config
