@@ -133,14 +133,16 @@ def _fmt(x: float | None, digits: int) -> str:
   return 'diverged' if x is None else f'{x:.{digits}f}'
 
 
-GAP_UNITS = {'points': 'pts', 'log': 'nats', 'difference': ''}
+# gap unit -> its label: accuracy points (x100); the log ratio (nats, for
+# perplexities); the difference of values already in nats (losses); or a
+# plain difference.
+GAP_UNITS = {'points': 'pts', 'log': 'nats', 'nats': 'nats', 'difference': ''}
 
 
 def gap(c: Curve, value: float | None, other: float | None,
         unit: str = 'difference') -> float:
-  """How much worse ``value`` is than ``other`` (negative: better), in
-  accuracy ``'points'`` (x100), ``'log'`` (ln ratio: nats for perplexities)
-  or as a plain ``'difference'``; inf where only ``value`` diverged."""
+  """How much worse ``value`` is than ``other`` (negative: better), in a
+  unit of :data:`GAP_UNITS`; inf where only ``value`` diverged."""
   if value is None or other is None:
     return 0.0 if value is other else math.inf if value is None else -math.inf
   if unit == 'log':
@@ -225,8 +227,8 @@ def markdown(curves: dict[str, Curve], reference: str = 'adam',
       cells.append(f'**{cell}**' if i == c.best else cell)
     lines.append(f'| {name} | ' + ' | '.join(cells) + ' |')
   s = summary(curves, reference, floor=floor, unit=gap_unit)
-  gap_head = (f' worse than {reference} / {floor} by ({GAP_UNITS[gap_unit]}) |'
-              if floor else '')
+  label = f' ({GAP_UNITS[gap_unit]})' if GAP_UNITS[gap_unit] else ''
+  gap_head = f' worse than {reference} / {floor} by{label} |' if floor else ''
   lines += ['', f'| optimizer | best{unit} (lr) | tied with it | best vs '
             f'{reference} | centred-grid worst |{gap_head} over tied centres | '
             f"at {reference}'s best / 3 | / 2 |",

@@ -238,7 +238,8 @@ def markdown(res: dict[str, Any]) -> str:
   lines += ['', f'## Learning-rate sensitivity: {lm["lm_name"]}, {lm["steps"]} '
             f'steps, held-out nats/byte (mean ± std. error over batch orders '
             f'{lm["seeds"]}; unigram {lm["unigram"]:.3f})', '',
-            lr_robustness.markdown(curves(lm), floor=floor(lm)).rstrip('\n'),
+            lr_robustness.markdown(curves(lm), floor=floor(lm),
+                                   gap_unit='nats').rstrip('\n'),
             '',
             '| optimizer | mean step / lr | entries stepping >= lr |',
             '|---|---:|---:|']

@@ -119,7 +119,9 @@ def test_gaps_to_the_reference_and_the_floor():
   assert log['floor']['centred_worst_gap']['adam'] == pytest.approx(
       math.log(3.6 / 3.5))
   table = lr_robustness.markdown(curves, floor='floor')
-  assert 'worse than adam / floor by' in table and '| +0.10 / +0.00 |' in table
+  assert 'worse than adam / floor by |' in table and '| +0.10 / +0.00 |' in table
+  assert 'worse than adam / floor by (nats) |' in lr_robustness.markdown(
+      curves, floor='floor', gap_unit='nats')
   # Accuracy: lower is worse, in points.
   acc = {n: lr_robustness.curve([(1e-4, a), (3e-4, b)], True)
          for n, (a, b) in {'adam': (0.8, 0.66), 'x': (0.8, 0.62)}.items()}
@@ -128,4 +130,4 @@ def test_gaps_to_the_reference_and_the_floor():
   with pytest.raises(ValueError, match='floor'):
     lr_robustness.summary(curves, floor='floor ')
   with pytest.raises(ValueError, match='unit'):
-    lr_robustness.summary(curves, unit='nats')
+    lr_robustness.summary(curves, unit='bits')
