@@ -24,9 +24,9 @@ optimizer against a reference (Adam):
 * **Gaps**: how much worse each centred-grid worst is than the reference's
   and, given ``floor`` (``--floor``), than the floor's: in accuracy points,
   or nats (the log ratio of perplexities, the difference of losses in
-  nats). The floor is what no optimizer of a kind can beat, e.g. the
-  rank-one yardstick (``examples/common/rank_one_adam.py``) for a rank-one
-  second moment.
+  nats). The floor is a yardstick for a kind of optimizer, e.g. Adam with
+  an exact rank-one second moment (``examples/common/rank_one_adam.py``)
+  for Alada.
 
 The standard error of one run is taken from its seeds; a task with one seed
 per point has none unless given: for accuracy, the binomial error of the

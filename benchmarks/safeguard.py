@@ -31,8 +31,8 @@ Four measurements, each for Adam (``optax.adam``, b2 = 0.999), the default
   of entries with ``|update| >= lr`` (for the default Alada: where the bound
   acts). ``--yardsticks`` adds Adam dividing by the best rank-one fit of its
   own second moment (:mod:`examples.common.rank_one_adam`: least squares,
-  Adafactor's fit, and least squares with Alada's bound of 1): the floor of
-  what a rank-one second moment can do, and each optimizer's centred-grid
+  Adafactor's fit, and least squares with Alada's bound of 1): yardsticks
+  for what a rank-one second moment does, and each optimizer's centred-grid
   worst against the most robust of them.
 
 Writes ``safeguard.md``, ``safeguard.json`` and ``safeguard.png`` under
@@ -76,7 +76,7 @@ CANDIDATES = {
         learning_rate, second_moment='gradient'),
 }
 # Adam's full state dividing by a rank-one fit of its own second moment:
-# floors for rank-one second moments, not memory savers (--yardsticks).
+# yardsticks for rank-one second moments, not memory savers (--yardsticks).
 YARDSTICKS = {
     'adam (rank-one fit)': lambda learning_rate: rank_one_adam.rank_one_adam(
         learning_rate),
@@ -272,8 +272,8 @@ def main(argv=None) -> int:
                       "and second_moment='gradient', on the LM (+4 min)")
   parser.add_argument('--yardsticks', action='store_true',
                       help="also sweep Adam dividing by a rank-one fit of its "
-                      'own second moment (three yardsticks), the floor of '
-                      'rank-one second moments, on the LM (+8 min)')
+                      'own second moment (three yardsticks for rank-one '
+                      'second moments) on the LM (+8 min)')
   args = parser.parse_args(argv)
   start = time.perf_counter()
   silent = (20, 60) if args.quick else (200, 600)
