@@ -182,8 +182,8 @@ def summary(curves: dict[str, Curve], reference: str = 'adam',
         # 'better', 'within noise' (two combined std. errors) or 'worse'.
         'best_vs_reference': (
             None if diff is None else
-            'better' if c.better(c.means[b], ref.means[rb]) else
-            'within noise' if abs(diff) <= noise else 'worse'),
+            'within noise' if abs(diff) <= noise else
+            'better' if c.better(c.means[b], ref.means[rb]) else 'worse'),
         'centred_worst': c.centred_worst(b),
         'centred_worst_over_ties': (
             None if not measured else

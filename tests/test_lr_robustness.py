@@ -58,6 +58,11 @@ def test_summary_best_mapping_and_verdicts():
   s = lr_robustness.summary({'adam': adam, 'alada': alada, 'worse': worse})
   assert s['alada']['best_vs_reference'] == 'better'
   assert s['worse']['best_vs_reference'] == 'worse'
+  # Better, but by less than two combined std. errors: within noise.
+  close = _loss_curve([4.0, 3.8, 3.5, 3.1, 2.8, 2.63, 2.59, 2.97, 2.96, 3.0,
+                       3.05], seeds=[-0.001, 0.001])
+  assert lr_robustness.summary({'adam': adam, 'close': close})['close'][
+      'best_vs_reference'] == 'within noise'
   assert s['adam']['best_lr'] == 1e-3
   # Adam's 5.5e-4 is within two combined std. errors of its 1e-3.
   assert s['adam']['tied_lrs'] == [5.5e-4, 1e-3]
