@@ -169,6 +169,7 @@ def summary(curves: dict[str, Curve], reference: str = 'adam',
   out = {}
   for name, c in curves.items():
     b = c.best
+    centred_worst = c.centred_worst(b)
     worsts = [c.centred_worst(i) for i in c.ties()]
     # The worst of each tied centre's grid, where the whole grid was measured.
     measured = [w for w in worsts if not w[2]]
@@ -184,7 +185,7 @@ def summary(curves: dict[str, Curve], reference: str = 'adam',
             None if diff is None else
             'within noise' if abs(diff) <= noise else
             'better' if c.better(c.means[b], ref.means[rb]) else 'worse'),
-        'centred_worst': c.centred_worst(b),
+        'centred_worst': centred_worst,
         'centred_worst_over_ties': (
             None if not measured else
             [min((w[0] for w in measured), key=c.key),
@@ -192,7 +193,7 @@ def summary(curves: dict[str, Curve], reference: str = 'adam',
         'ties_outside_grid': sum(bool(w[2]) for w in worsts),
         # How much worse the centred-grid worst is than the reference's and
         # the floor's (in ``unit``).
-        'centred_worst_gap': {n: gap(c, c.centred_worst(b)[0], w, unit)
+        'centred_worst_gap': {n: gap(c, centred_worst[0], w, unit)
                               for n, w in against.items()},
         'mapping': {},
     }

@@ -204,9 +204,9 @@ def curves(lm: dict[str, Any]) -> dict[str, lr_robustness.Curve]:
   return {name: _curve(runs) for name, runs in lm['rows'].items()}
 
 
-def floor(lm: dict[str, Any]) -> str | None:
+def floor(lm_curves: dict[str, lr_robustness.Curve]) -> str | None:
   """The yardstick swept (if any) whose centred-grid worst is the best."""
-  cs = {n: c for n, c in curves(lm).items() if n in YARDSTICKS}
+  cs = {n: c for n, c in lm_curves.items() if n in YARDSTICKS}
   return max(cs, key=lambda n: cs[n].key(cs[n].centred_worst(cs[n].best)[0]),
              default=None)
 
@@ -235,10 +235,11 @@ def markdown(res: dict[str, Any]) -> str:
                  f'-{r["high_s"] * 1e3:,.1f}) | {r["median_s"] / base:.3f} | '
                  f'{r["bytes_per_param"]:.1f} |')
   lm = res['lm']
+  lm_curves = curves(lm)
   lines += ['', f'## Learning-rate sensitivity: {lm["lm_name"]}, {lm["steps"]} '
             f'steps, held-out nats/byte (mean ± std. error over batch orders '
             f'{lm["seeds"]}; unigram {lm["unigram"]:.3f})', '',
-            lr_robustness.markdown(curves(lm), floor=floor(lm),
+            lr_robustness.markdown(lm_curves, floor=floor(lm_curves),
                                    gap_unit='nats').rstrip('\n'),
             '',
             '| optimizer | mean step / lr | entries stepping >= lr |',

@@ -26,6 +26,11 @@ from alada_optax import matricize
 FITS = ('least_squares', 'sums')
 
 
+def _check_fit(fit: str) -> None:
+  if fit not in FITS:
+    raise ValueError(f'fit must be one of {FITS}, got {fit!r}')
+
+
 class ScaleByRankOneAdamState(NamedTuple):
   """Adam's state: the step count and the full first and second moments."""
 
@@ -45,13 +50,12 @@ def best_rank_one(v: jax.Array, fit: str = 'least_squares',
   ``r c^T / sum(r)`` from the row sums ``r`` and column sums ``c`` (the
   I-divergence optimum).
   """
+  _check_fit(fit)
   if fit == 'sums':
     r = jnp.sum(v, axis=-1, keepdims=True)
     c = jnp.sum(v, axis=-2, keepdims=True)
     total = jnp.sum(r, axis=-2, keepdims=True)
     return jnp.where(total > 0, r * c / jnp.where(total > 0, total, 1), 0)
-  if fit != 'least_squares':
-    raise ValueError(f'fit must be one of {FITS}, got {fit!r}')
   vt = jnp.swapaxes(v, -1, -2)
 
   def power_step(_, x):
@@ -59,9 +63,9 @@ def best_rank_one(v: jax.Array, fit: str = 'least_squares',
     norm = jnp.linalg.norm(x, axis=-2, keepdims=True)
     return x / jnp.where(norm > 0, norm, 1)
 
-  x = jnp.broadcast_to(jnp.ones((), v.dtype), v.shape[:-2] + (v.shape[-1], 1))
+  n = v.shape[-1]
   x = jax.lax.fori_loop(0, iterations, power_step,
-                        x / jnp.sqrt(jnp.asarray(v.shape[-1], v.dtype)))
+                        jnp.full(v.shape[:-2] + (n, 1), n**-0.5, v.dtype))
   return (v @ x) * jnp.swapaxes(x, -1, -2)  # (s u) v^T
 
 
@@ -75,8 +79,7 @@ def scale_by_rank_one_adam(
 ) -> optax.GradientTransformation:
   """Adam's step with ``nu_hat`` replaced by :func:`best_rank_one` of it;
   with ``step_bound``, each entry's step clipped to it as Alada's default is."""
-  if fit not in FITS:
-    raise ValueError(f'fit must be one of {FITS}, got {fit!r}')
+  _check_fit(fit)
 
   def init_fn(params):
     return ScaleByRankOneAdamState(
