@@ -71,9 +71,14 @@ CANDIDATES = {
         learning_rate, step_bound=2.0),
     'alada (bound 1/sqrt(1-b2))': lambda learning_rate: alada_optax.alada(
         learning_rate, step_bound=10**0.5),
-    # Not a bound: the factors fit G^2 (the paper's Section III), bound 1.
+    # Not a bound: the factors fit G^2 (the paper's Section III), bound 1,
+    # and the same with the looser bound 2 and with none.
     'alada (G^2)': lambda learning_rate: alada_optax.alada(
         learning_rate, second_moment='gradient'),
+    'alada (G^2, bound 2)': lambda learning_rate: alada_optax.alada(
+        learning_rate, second_moment='gradient', step_bound=2.0),
+    'alada (G^2, no bound)': lambda learning_rate: alada_optax.alada(
+        learning_rate, second_moment='gradient', step_bound=None),
 }
 # Adam's full state dividing by a rank-one fit of its own second moment:
 # yardsticks for rank-one second moments, not memory savers (--yardsticks).
@@ -128,10 +133,16 @@ def matrix_parabola(make, lr: float = 3e-3, steps: int = 30_000):
   return float(jnp.max(jnp.abs(x - final))), float(jnp.max(largest)) / lr
 
 
-def update_cost(quick: bool, rounds: int, log=print,
-                extra=None) -> dict[str, Any]:
+def update_cost(quick: bool, rounds: int, log=print, extra=None,
+                copies: int = 2) -> dict[str, Any]:
   """Median time and bytes accessed of the update alone, default vs paper
-  (and the optimizers of ``extra``, a dict like :data:`CANDIDATES`)."""
+  (and the optimizers of ``extra``, a dict like :data:`CANDIDATES`).
+
+  Each compiled program runs on ``copies`` copies of the params, all timed
+  interleaved: an optimizer's median pools its copies, and ``aa_spread`` is
+  the largest difference between two copies of one program (the same
+  executable on other buffers), the noise floor of the ratios.
+  """
   model = (models_lib.gpt2(layers=1, d=64, heads=2, vocab=256, ctx=32, seq=32)
            if quick else models_lib.gpt2())
   makers = {**OPTIMIZERS, **(extra or {})}
@@ -140,19 +151,28 @@ def update_cost(quick: bool, rounds: int, log=print,
   abstract = jax.eval_shape(model.init, jax.random.key(0))
   programs = {n: harness.compile_update_step(abstract, opts[n]) for n in names}
   params = harness.concrete_params(model)
-  timed = harness.time_programs(programs, opts, params,
-                                harness.fake_grads(params), 2, rounds)
+  runs = {(n, k): f'{n} #{k}' for n in names for k in range(copies)}
+  timed = harness.time_programs(
+      {key: programs[n] for (n, _), key in runs.items()},
+      {key: opts[n] for (n, _), key in runs.items()}, params,
+      harness.fake_grads(params), 2, rounds)
   size = sum(x.size for x in jax.tree.leaves(abstract))
   out = {}
   for n in names:
     cost = programs[n].compiled.cost_analysis()
     cost = cost[0] if isinstance(cost, list) else cost
-    t = timed[n]['time']
+    per_copy = [timed[runs[n, k]]['time'] for k in range(copies)]
+    t = harness.Timing([s for c in per_copy for s in c.seconds])
     out[n] = {'median_s': t.median, 'low_s': t.low, 'high_s': t.high,
+              'copies_median_s': [c.median for c in per_copy],
               'bytes_per_param': float(cost['bytes accessed']) / size}
-    log(f'  update alone, {n}: {t.median * 1e3:,.1f} ms, '
-        f'{out[n]["bytes_per_param"]:.1f} bytes/param')
-  return {'model': model.name, 'rounds': rounds, 'rows': out}
+    log(f'  update alone, {n}: {t.median * 1e3:,.1f} ms (copies: '
+        + ', '.join(f'{c.median * 1e3:,.1f}' for c in per_copy)
+        + f'), {out[n]["bytes_per_param"]:.1f} bytes/param')
+  aa = max(max(r['copies_median_s']) / min(r['copies_median_s']) - 1
+           for r in out.values())
+  return {'model': model.name, 'rounds': rounds, 'copies': copies,
+          'aa_spread': aa, 'rows': out}
 
 
 def lr_sensitivity(quick: bool, optimizers, log=print) -> dict[str, Any]:
@@ -227,13 +247,17 @@ def markdown(res: dict[str, Any]) -> str:
   up = res['update']
   base = up['rows']['alada (paper)']['median_s']
   lines += ['', f'## The update alone: {up["model"]} params, median of '
-            f'{up["rounds"]} interleaved rounds (quartiles)', '',
-            '| optimizer | ms | / paper | bytes accessed / param |',
-            '|---|---:|---:|---:|']
+            f'{up["rounds"]} interleaved rounds on each of {up["copies"]} '
+            'copies of the params (quartiles)', '',
+            '| optimizer | ms | / paper | ms per copy | bytes accessed / param |',
+            '|---|---:|---:|---|---:|']
   for name, r in up['rows'].items():
     lines.append(f'| {name} | {r["median_s"] * 1e3:,.1f} ({r["low_s"] * 1e3:,.1f}'
                  f'-{r["high_s"] * 1e3:,.1f}) | {r["median_s"] / base:.3f} | '
-                 f'{r["bytes_per_param"]:.1f} |')
+                 + ', '.join(f'{c * 1e3:,.1f}' for c in r['copies_median_s'])
+                 + f' | {r["bytes_per_param"]:.1f} |')
+  lines += ['', f'Two copies of one program differed by up to '
+            f'{100 * up["aa_spread"]:.1f}%: the noise floor of "/ paper".']
   lm = res['lm']
   lm_curves = curves(lm)
   lines += ['', f'## Learning-rate sensitivity: {lm["lm_name"]}, {lm["steps"]} '
@@ -270,7 +294,8 @@ def main(argv=None) -> int:
                       help='smoke run: tiny LM, one seed, fewer silent steps')
   parser.add_argument('--candidates', action='store_true',
                       help='also sweep the looser bounds 2 and 1/sqrt(1-b2), '
-                      "and second_moment='gradient', on the LM (+4 min)")
+                      "and second_moment='gradient' with the bounds 1, 2 and "
+                      'none, on the LM (+7 min)')
   parser.add_argument('--yardsticks', action='store_true',
                       help="also sweep Adam dividing by a rank-one fit of its "
                       'own second moment (three yardsticks for rank-one '
@@ -286,7 +311,7 @@ def main(argv=None) -> int:
                      for n, m in OPTIMIZERS.items()}
   print('matrix_parabola:', res['parabola'], flush=True)
   res['update'] = update_cost(
-      args.quick, 3 if args.quick else 15,
+      args.quick, 3 if args.quick else 31,
       extra={'alada (G^2)': CANDIDATES['alada (G^2)']} if args.candidates
       else None)
   with methods_lib.single_threaded_lapack():

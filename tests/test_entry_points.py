@@ -5,6 +5,7 @@ the default ``--out``: a command that wrote into the checkout (e.g. the
 committed ``benchmarks/results/``) would show in ``git status``.
 """
 
+import json
 import os
 import subprocess
 import sys
@@ -213,6 +214,12 @@ def test_quick_safeguard_benchmark(tmp_path):
   assert '| adam (rank-one fit) |' in report
   assert ' worse than adam / adam (rank-one fit' in report
   assert (out / 'safeguard.png').is_file() and (out / 'safeguard.json').is_file()
+  # The update's timing pools two copies of each program and states their
+  # spread (the noise floor of the ratios).
+  update = json.loads((out / 'safeguard.json').read_text())['update']
+  assert update['copies'] == 2 and update['aa_spread'] >= 0
+  assert all(len(r['copies_median_s']) == 2 for r in update['rows'].values())
+  assert 'Two copies of one program differed by up to' in report
   after = _git_status()
   if before is not None:
     assert after == before, f'the run changed the checkout:\n{after}'
