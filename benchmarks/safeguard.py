@@ -2,8 +2,8 @@
 
     python -m benchmarks.safeguard              # ~5 min on 2 CPU cores
     python -m benchmarks.safeguard --quick      # smoke run: one seed, short
-    python -m benchmarks.safeguard --candidates # + bounds 2, 3.16 and G^2 (~9 min)
-    python -m benchmarks.safeguard --yardsticks # + the rank-one yardsticks (~+8 min)
+    python -m benchmarks.safeguard --candidates # + bounds 2, 3.16; G^2 with 1, 2, none (~12 min)
+    python -m benchmarks.safeguard --yardsticks # + the rank-one yardsticks (~+4 min)
 
 Four measurements, each for Adam (``optax.adam``, b2 = 0.999), the default
 ``alada`` (``step_bound=1``) and the paper's Algorithm 2
@@ -19,8 +19,10 @@ Four measurements, each for Adam (``optax.adam``, b2 = 0.999), the default
   per-entry step.
 * **What the bound costs**: the donated update alone (update + apply) on the
   GPT-2-small-shaped params of :mod:`benchmarks.run`, the default against
-  the paper's mode, interleaved rounds after warm-up, medians; and the bytes
-  XLA's cost analysis says each accesses.
+  the paper's mode, interleaved rounds after warm-up, medians; each program
+  on two copies of the params, whose spread (the same executable, other
+  buffers) is the run's noise floor; and the bytes XLA's cost analysis says
+  each accesses.
 * **Learning-rate sensitivity on a small LM**: the byte-level transformer
   of :mod:`benchmarks.methods` (2 blocks, d = 128), 200 steps of batch 8 x 32
   bytes on the movie-review sentences, held-out loss in nats per byte on an
@@ -299,7 +301,7 @@ def main(argv=None) -> int:
   parser.add_argument('--yardsticks', action='store_true',
                       help="also sweep Adam dividing by a rank-one fit of its "
                       'own second moment (three yardsticks for rank-one '
-                      'second moments) on the LM (+8 min)')
+                      'second moments) on the LM (+4 min)')
   args = parser.parse_args(argv)
   start = time.perf_counter()
   silent = (20, 60) if args.quick else (200, 600)
