@@ -135,6 +135,10 @@ def matrix_parabola(make, lr: float = 3e-3, steps: int = 30_000):
   return float(jnp.max(jnp.abs(x - final))), float(jnp.max(largest)) / lr
 
 
+def _bytes(per_param: float | None) -> str:
+  return 'n/a' if per_param is None else f'{per_param:.1f}'
+
+
 def update_cost(quick: bool, rounds: int, log=print, extra=None,
                 copies: int = 2) -> dict[str, Any]:
   """Median time and bytes accessed of the update alone, default vs paper
@@ -161,16 +165,15 @@ def update_cost(quick: bool, rounds: int, log=print, extra=None,
   size = sum(x.size for x in jax.tree.leaves(abstract))
   out = {}
   for n in names:
-    cost = programs[n].compiled.cost_analysis()
-    cost = cost[0] if isinstance(cost, list) else cost
+    accessed = harness.bytes_accessed(programs[n].compiled)
     per_copy = [timed[runs[n, k]]['time'] for k in range(copies)]
     t = harness.Timing([s for c in per_copy for s in c.seconds])
     out[n] = {'median_s': t.median, 'low_s': t.low, 'high_s': t.high,
               'copies_median_s': [c.median for c in per_copy],
-              'bytes_per_param': float(cost['bytes accessed']) / size}
+              'bytes_per_param': None if accessed is None else accessed / size}
     log(f'  update alone, {n}: {t.median * 1e3:,.1f} ms (copies: '
         + ', '.join(f'{c.median * 1e3:,.1f}' for c in per_copy)
-        + f'), {out[n]["bytes_per_param"]:.1f} bytes/param')
+        + f'), {_bytes(out[n]["bytes_per_param"])} bytes/param')
   aa = max(max(r['copies_median_s']) / min(r['copies_median_s']) - 1
            for r in out.values())
   return {'model': model.name, 'rounds': rounds, 'copies': copies,
@@ -257,7 +260,7 @@ def markdown(res: dict[str, Any]) -> str:
     lines.append(f'| {name} | {r["median_s"] * 1e3:,.1f} ({r["low_s"] * 1e3:,.1f}'
                  f'-{r["high_s"] * 1e3:,.1f}) | {r["median_s"] / base:.3f} | '
                  + ', '.join(f'{c * 1e3:,.1f}' for c in r['copies_median_s'])
-                 + f' | {r["bytes_per_param"]:.1f} |')
+                 + f' | {_bytes(r["bytes_per_param"])} |')
   lines += ['', f'Two copies of one program differed by up to '
             f'{100 * up["aa_spread"]:.1f}%: the noise floor of "/ paper".']
   lm = res['lm']
