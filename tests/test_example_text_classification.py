@@ -192,3 +192,19 @@ def test_harness_stops_a_diverged_trial():
   (r,) = harness.run_grid(task, {'adam': (0.1,)}, num_steps=5, warmup_steps=0, progress=False)
   assert r.diverged and len(r.train_loss) == 1 and math.isnan(r.final_metric)
   assert '| adam | 0.1 | diverged |' in harness.format_table([r], task)
+
+
+@pytest.mark.parametrize('config_module', [
+    'examples.text_classification.configs.default',
+    'examples.text_classification.configs.lr_sweep',
+    'examples.causal_lm.configs.default',
+    'examples.causal_lm.configs.lr_sweep',
+    'examples.causal_lm.configs.smollm2',
+])
+def test_every_config_has_a_grid_for_every_registered_optimizer(config_module):
+  """``--config.optimizers`` may name any optimizer of the registry."""
+  import importlib  # pylint: disable=g-import-not-at-top
+  config = importlib.import_module(config_module).get_config()
+  assert set(config.learning_rates) == set(harness.OPTIMIZERS)
+  lengths = {len(config.learning_rates[name]) for name in harness.OPTIMIZERS}
+  assert len(lengths) == 1  # the harness runs grids of one length

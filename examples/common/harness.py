@@ -96,6 +96,13 @@ def _alada_gradient(learning_rate: optax.ScalarOrSchedule) -> optax.GradientTran
                            second_moment='gradient')
 
 
+def _alada_gradient_b2_085(learning_rate: optax.ScalarOrSchedule) -> optax.GradientTransformation:
+  # A faster-decaying G^2 fit with a looser bound: b2 0.85 (the paper's is
+  # 0.9), step_bound 2 (docs/safeguard.md, "A faster-decaying G^2 fit").
+  return alada_optax.alada(learning_rate, b1=0.9, b2=0.85,
+                           second_moment='gradient', step_bound=2.0)
+
+
 def _adam_rank_one(learning_rate: optax.ScalarOrSchedule) -> optax.GradientTransformation:
   # A yardstick, not a memory saver: Adam dividing by the least-squares
   # rank-one fit of its own full second moment (rank_one_adam.py).
@@ -121,6 +128,7 @@ OPTIMIZERS: dict[str, Callable[[optax.ScalarOrSchedule], optax.GradientTransform
     'alada': _alada,
     'alada_paper': _alada_paper,
     'alada_gradient': _alada_gradient,
+    'alada_gradient_b2_085': _alada_gradient_b2_085,
     'adam_rank_one': _adam_rank_one,
     'adam_rank_one_sums': _adam_rank_one_sums,
     'adam_rank_one_bounded': _adam_rank_one_bounded,

@@ -40,6 +40,7 @@ def get_config() -> ml_collections.ConfigDict:
       'alada': (3e-5, 1e-4),  # a third of Adam's best, and Adam's best (see README: start at half).
       'alada_paper': (3e-5, 1e-4),  # step_bound=None: the paper's Algorithm 2.
       'alada_gradient': (3e-5, 1e-4),  # second_moment='gradient': Adam's rates.
+      'alada_gradient_b2_085': (3e-5, 1e-4),  # ... with b2 0.85 and step_bound 2.
       # Yardsticks with Adam's full state, not memory savers (docs/safeguard.md):
       'adam_rank_one': (3e-5, 1e-4),  # Adam / the best rank-one fit of its own nu.
       'adam_rank_one_sums': (3e-5, 1e-4),  # the same, Adafactor's fit of it.

@@ -26,6 +26,7 @@ def get_config():
   # rank-one yardsticks (Adam's full state), e.g.
   # "--config.optimizers=('alada_gradient','adam_rank_one')" (docs/safeguard.md).
   config.learning_rates.alada_gradient = grid
+  config.learning_rates.alada_gradient_b2_085 = grid
   config.learning_rates.adam_rank_one = grid
   config.learning_rates.adam_rank_one_sums = grid
   config.learning_rates.adam_rank_one_bounded = grid
