@@ -12,6 +12,7 @@ Everything here runs with HF_HUB_OFFLINE=1 and with every socket connection
 refused, so a hub (or any network) access would fail the test.
 """
 
+import importlib
 import math
 import os
 import socket
@@ -203,7 +204,6 @@ def test_harness_stops_a_diverged_trial():
 ])
 def test_every_config_has_a_grid_for_every_registered_optimizer(config_module):
   """``--config.optimizers`` may name any optimizer of the registry."""
-  import importlib  # pylint: disable=g-import-not-at-top
   config = importlib.import_module(config_module).get_config()
   assert set(config.learning_rates) == set(harness.OPTIMIZERS)
   lengths = {len(config.learning_rates[name]) for name in harness.OPTIMIZERS}
