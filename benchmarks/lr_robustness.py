@@ -170,7 +170,8 @@ def summary(curves: dict[str, Curve], reference: str = 'adam',
   for name, c in curves.items():
     b = c.best
     centred_worst = c.centred_worst(b)
-    worsts = [c.centred_worst(i) for i in c.ties()]
+    ties = c.ties()
+    worsts = [c.centred_worst(i) for i in ties]
     # The worst of each tied centre's grid, where the whole grid was measured.
     measured = [w for w in worsts if not w[2]]
     diff = (None if c.means[b] is None or ref.means[rb] is None
@@ -178,7 +179,7 @@ def summary(curves: dict[str, Curve], reference: str = 'adam',
     noise = 2 * math.hypot(c.ses[b], ref.ses[rb])
     row = {
         'best': c.means[b], 'best_se': c.ses[b], 'best_lr': c.lrs[b],
-        'tied_lrs': [c.lrs[i] for i in c.ties()],
+        'tied_lrs': [c.lrs[i] for i in ties],
         'best_minus_reference': diff,
         # 'better', 'within noise' (two combined std. errors) or 'worse'.
         'best_vs_reference': (
