@@ -153,6 +153,7 @@ class StepInputs(NamedTuple):
 
 
 Kernel = Callable[..., tuple[jax.Array, Any]]
+TreeKernel = Callable[..., Sequence[tuple[jax.Array, Any]]]
 
 
 def transformation(
@@ -165,6 +166,7 @@ def transformation(
     dimension_numbers: matricize.DimensionNumbersOrFn = None,
     mu_dtype: Optional[jnp.dtype] = None,
     step_inputs: Optional[StepInputs] = None,
+    tree_kernel: Optional[TreeKernel] = None,
 ) -> optax.GradientTransformation:
   """A transformation that steps each leaf with ``kernel``.
 
@@ -181,6 +183,11 @@ def transformation(
       :func:`~alada_optax.matricize.tree_plans` reads them.
     mu_dtype: the dtype of the :data:`MOMENT` fields (None: the params').
     step_inputs: see :class:`StepInputs`.
+    tree_kernel: in place of ``kernel``, a step of all the leaves at once,
+      ``(gs, states, plans, count, *inputs) -> [(direction, state), ...]``
+      over the lists of the non-empty leaves: for a transformation whose
+      control flow is one for the whole tree (Alada's parity), not one per
+      leaf. ``kernel`` and ``hyperparams`` are then unused (None).
 
   Returns:
     A :class:`optax.GradientTransformation`.
@@ -238,17 +245,23 @@ def transformation(
     else:
       inputs, others = [()] * len(flat_updates), {}
     blank = dict.fromkeys(state_type._fields)
-    directions, leaves = [], []
-    for g, plan, extra, *arrays in zip(flat_updates, flat_plans, inputs,
-                                       *columns):
-      leaf = state_type(**{**blank, **dict(zip(names, arrays))})
-      if jnp.size(g):
-        direction, leaf = kernel(g, leaf, plan, state.count, hyperparams,
-                                 *extra)
-      else:  # nothing to step: a zero-size update, the state as it is
-        direction = jnp.zeros(jnp.shape(g), jnp.result_type(g))
-      directions.append(direction)
-      leaves.append(leaf)
+    leaves = [state_type(**{**blank, **dict(zip(names, arrays))})
+              for arrays in zip(*columns)]
+    # Zero-size leaves: nothing to step, a zero-size update, the state as is.
+    directions = [jnp.zeros(jnp.shape(g), jnp.result_type(g))
+                  for g in flat_updates]
+    live = [i for i, g in enumerate(flat_updates) if jnp.size(g)]
+    pick = lambda xs: [xs[i] for i in live]
+    if tree_kernel is not None:
+      stepped = tree_kernel(pick(flat_updates), pick(leaves),
+                            pick(flat_plans), state.count, *zip(*pick(inputs)))
+    else:
+      stepped = [kernel(g, leaf, plan, state.count, hyperparams, *extra)
+                 for g, leaf, plan, extra in zip(
+                     pick(flat_updates), pick(leaves), pick(flat_plans),
+                     pick(inputs))]
+    for i, (direction, leaf) in zip(live, stepped):
+      directions[i], leaves[i] = direction, leaf
 
     direction = _validation.cast_updates(
         jax.tree.unflatten(treedef, directions), updates, params)

@@ -197,3 +197,60 @@ def hlo_unknown_trip_counts(hlo_text: str) -> int:
   return sum(1 for line in hlo_text.splitlines()
              if _WHILE_RE.search(line) and _BODY_RE.search(line)
              and not _TRIP_COUNT_RE.search(line))
+
+
+class Structure(NamedTuple):
+  """What a compiled program launches, read off its HLO text.
+
+  Attributes:
+    kernels: ``fusion`` and ``custom-call`` instructions of the computations
+      that are not themselves fused (ENTRY, the branches of conditionals,
+      loop bodies): a kernel launch each, on a GPU, where they run (every
+      branch is counted, though one runs per step).
+    conditionals: ``conditional`` instructions (``lax.cond``,
+      ``lax.switch``); on XLA:GPU each copies its branch index to the host
+      and waits for the device.
+    whiles: ``while`` instructions (on XLA:GPU the predicate is read on the
+      host every iteration).
+    collectives: cross-device collectives (:func:`hlo_collectives`).
+  """
+
+  kernels: int
+  conditionals: int
+  whiles: int
+  collectives: int
+
+
+_KERNEL_RE = re.compile(r'\s(?:fusion|custom-call)\(')
+_FUSION_CALLS_RE = re.compile(r'\sfusion\(.*?\bcalls=%?([\w.\-]+)')
+_CONDITIONAL_RE = re.compile(r'\sconditional\(')
+
+
+def hlo_structure(hlo_text: str) -> Structure:
+  """Kernels, control flow and collectives of an HLO module's text.
+
+  Works on the optimized HLO of any backend (``compiled.as_text()``) and on
+  the unoptimized one (``lowered.as_text(dialect='hlo')``), where there are
+  no fusions yet but the control flow the program asks for is all there.
+  """
+  bodies: dict[str, list[str]] = {}
+  computation = None
+  for line in hlo_text.splitlines():
+    m = _COMPUTATION_RE.match(line)
+    if m:
+      computation = m.group(1)
+      bodies[computation] = []
+    elif computation is not None:
+      bodies[computation].append(line)
+  fused = {m.group(1) for lines in bodies.values() for line in lines
+           for m in [_FUSION_CALLS_RE.search(line)] if m}
+  kernels = conditionals = whiles = 0
+  for name, lines in bodies.items():
+    if name in fused:
+      continue
+    for line in lines:
+      kernels += bool(_KERNEL_RE.search(line))
+      conditionals += bool(_CONDITIONAL_RE.search(line))
+      whiles += bool(_WHILE_RE.search(line))
+  return Structure(kernels, conditionals, whiles,
+                   len(hlo_collectives(hlo_text)))
