@@ -207,13 +207,58 @@ def _subset_norm_denominator(g, nu, count, b2, eps, sn: SubsetPlan):
   return jnp.sqrt(nu / bc2) + eps, nu
 
 
+def _top_singular_vectors(g, proj, sp: SubspacePlan):
+  """The top ``r`` singular vectors of ``g``'s matrix view on its shorter
+  side: the new projector, laid out as ``proj``.
+
+  They are the top-r eigenvectors of the (short x short) Gram matrix: one
+  eigh instead of an SVD of G, far cheaper for tall matrices (50257 x 768 on
+  two CPU cores: 3 s against 50 s). G is scaled by its max-abs first (no
+  overflow in the Gram matrix; the eigenvectors are unchanged). On a mesh
+  with explicit axes the Gram matrix is all-reduced to every device.
+  """
+  g = g.astype(_validation.factor_dtype(g.dtype))  # as the step computes
+  G = _layout.to_matrix(sp.plan, g)
+  scale = jnp.max(jnp.abs(G), axis=(-2, -1), keepdims=True)
+  a = G / jnp.where(scale > 0, scale, 1)
+  a_t = jnp.swapaxes(a, -1, -2)
+  gram = _layout.gathered(a)
+  _, vectors = jnp.linalg.eigh(matmul(a_t, a, gram) if sp.side == 'right'
+                               else matmul(a, a_t, gram))
+  return matricize.match_sharding(vectors[..., :, ::-1][..., :, :sp.rank],
+                                  proj)
+
+
+@functools.partial(jax.jit, static_argnames='plans')
+def _refreshed_projectors(gs, projs, refresh, plans):
+  """Every leaf's projector after this step's refresh decision.
+
+  The decision is the step counter's, the same for every leaf, so one
+  ``lax.cond`` holds all the leaves' eigendecompositions: XLA:GPU runs each
+  conditional as a blocking device-to-host copy of its predicate, one per
+  update instead of one per leaf (issue 22). Leaves without a projector
+  pass through; with none, there is no conditional at all.
+  """
+  active = [i for i, sp in enumerate(plans) if sp.active]
+  if not active:
+    return list(projs)
+  refit = lambda: [_top_singular_vectors(gs[i], projs[i], plans[i])
+                   for i in active]
+  new = jax.lax.cond(refresh, refit, lambda: [projs[i] for i in active])
+  projs = list(projs)
+  for i, proj in zip(active, new):
+    projs[i] = proj
+  return projs
+
+
 def _subspace_momentum_numerator(g, mu, proj, count, b1, gap,
                                  sp: SubspacePlan):
-  """Subspace-Momentum: returns ``(numerator, mu, proj)``.
+  """Subspace-Momentum: returns ``(numerator, mu)``.
 
-  Active leaves: on refresh steps (``count % gap == 0``) ``P`` becomes the top
-  ``r`` singular vectors of the gradient on the shorter side and the momentum
-  restarts at 0. ``M <- b1 M + (1 - b1) P^T G``; the numerator is
+  Active leaves: ``proj`` is ``P`` of this step (on refresh steps, ``count %
+  gap == 0``, the top ``r`` singular vectors of the gradient on the shorter
+  side: :func:`_refreshed_projectors`), and the momentum restarts at 0 on
+  them. ``M <- b1 M + (1 - b1) P^T G``; the numerator is
   ``P M / (1 - b1^(k+1)) + (G - P P^T G)``, ``k = count % gap`` the steps
   since the refresh. Other leaves: ``M <- b1 M + (1 - b1) g`` and
   ``M / (1 - b1^(count+1))``.
@@ -221,41 +266,40 @@ def _subspace_momentum_numerator(g, mu, proj, count, b1, gap,
   dtype = g.dtype
   if not sp.active:
     mu = b1 * mu + (1 - b1) * g
-    return mu / (1 - b1 ** (count + 1).astype(dtype)), mu, proj
+    return mu / (1 - b1 ** (count + 1).astype(dtype)), mu
 
-  plan, r, right = sp.plan, sp.rank, sp.side == 'right'
-  # On a mesh with explicit axes: G sharded as the matrix view of g, the
-  # Gram matrix (short x short) all-reduced to every device, P kept where
-  # the layout table stores it, P^T G reduced into the momentum's layout.
-  # Only low-rank and short x short values move; G never does.
+  plan, right = sp.plan, sp.side == 'right'
+  # On a mesh with explicit axes: G sharded as the matrix view of g, P kept
+  # where the layout table stores it, P^T G reduced into the momentum's
+  # layout. Only low-rank values move; G never does.
   G = _layout.to_matrix(plan, g)
   since = count % gap
-  refresh = since == 0
-
-  def top_singular_vectors():
-    # The top-r singular vectors on the shorter side are the top-r
-    # eigenvectors of the (short x short) Gram matrix: one eigh instead of an
-    # SVD of G, far cheaper for tall matrices (50257 x 768 on two CPU cores:
-    # 3 s against 50 s). G is scaled by its max-abs first (no overflow in
-    # the Gram matrix; the eigenvectors are unchanged).
-    scale = jnp.max(jnp.abs(G), axis=(-2, -1), keepdims=True)
-    a = G / jnp.where(scale > 0, scale, 1)
-    a_t = jnp.swapaxes(a, -1, -2)
-    gram = _layout.gathered(a)
-    _, vectors = jnp.linalg.eigh(matmul(a_t, a, gram) if right
-                                 else matmul(a, a_t, gram))
-    return matricize.match_sharding(vectors[..., :, ::-1][..., :, :r], proj)
-
-  proj = jax.lax.cond(refresh, top_singular_vectors, lambda: proj)
   proj_t = jnp.swapaxes(proj, -1, -2)
   mu_spec = _layout.explicit_spec(mu)
   low = (matmul(G, proj, mu_spec) if right
          else matmul(proj_t, G, mu_spec))
   back = (lambda x: matmul(x, proj_t)) if right else (lambda x: matmul(proj, x))
-  mu = b1 * jnp.where(refresh, 0, mu) + (1 - b1) * low
+  mu = b1 * jnp.where(since == 0, 0, mu) + (1 - b1) * low
   bc1 = 1 - b1 ** (since + 1).astype(dtype)
   numerator = back(mu / bc1) + (G - back(low))
-  return _layout.from_matrix(plan, numerator, g), mu, proj
+  return _layout.from_matrix(plan, numerator, g), mu
+
+
+def _subspace_tree_kernel(leaf, hyperparams, subspace_of):
+  """The step of all leaves (``_leafwise``'s ``tree_kernel``): one refresh
+  decision for the tree, then ``leaf`` per leaf with its projector of this
+  step. ``subspace_of(plan)`` is a leaf plan's :class:`SubspacePlan`;
+  ``hyperparams[-1]`` is the gap between refreshes."""
+  gap = hyperparams[-1]
+
+  def tree_kernel(gs, states, plans, count):
+    projs = _refreshed_projectors(
+        gs, [s.proj for s in states], count % gap == 0,
+        tuple(subspace_of(p) for p in plans))
+    return [leaf(g, s._replace(proj=proj), plan, count, hyperparams)
+            for g, s, plan, proj in zip(gs, states, plans, projs)]
+
+  return tree_kernel
 
 
 def _check_gap(update_proj_gap):
@@ -380,9 +424,9 @@ def _sm_leaf(g, state, sp, count, hyperparams):
   b1, gap = hyperparams
   b1 = jnp.asarray(b1, dtype)
   g = g.astype(dtype)
-  direction, mu, proj = _subspace_momentum_numerator(
+  direction, mu = _subspace_momentum_numerator(
       g, state.mu.astype(dtype), state.proj, count, b1, gap, sp)
-  return direction, state._replace(mu=mu, proj=proj)
+  return direction, state._replace(mu=mu)
 
 
 def scale_by_subspace_momentum(
@@ -411,8 +455,8 @@ def scale_by_subspace_momentum(
 
   Vectors, scalars and matrices with ``min(m, n) <= r`` keep a full momentum:
   :math:`u_t = M / (1 - \beta_1^{t+1})`. The singular vectors are computed
-  only on refresh steps (``jax.lax.cond``). See :func:`adamw_snsm` for the
-  readings of the paper.
+  only on refresh steps (one ``jax.lax.cond`` for all leaves). See
+  :func:`adamw_snsm` for the readings of the paper.
 
   Args:
     b1: Momentum decay.
@@ -434,9 +478,11 @@ def scale_by_subspace_momentum(
   mu_dtype = _validation.check_mu_dtype(name, mu_dtype)
 
   return _leafwise.transformation(
-      name, _SM_FIELDS, _sm_leaf, (b1, update_proj_gap),
+      name, _SM_FIELDS, None, None,
       lambda shape, spec: subspace_plan(shape, rank, spec),
-      dimension_numbers=dimension_numbers, mu_dtype=mu_dtype)
+      dimension_numbers=dimension_numbers, mu_dtype=mu_dtype,
+      tree_kernel=_subspace_tree_kernel(
+          _sm_leaf, (b1, update_proj_gap), lambda sp: sp))
 
 
 # -- Adam-SN with Subspace-Momentum --------------------------------------------
@@ -478,10 +524,10 @@ def _snsm_leaf(g, state, plans, count, hyperparams):
   *rates, gap = hyperparams
   b1, b2, eps = (jnp.asarray(x, dtype) for x in rates)
   g = g.astype(dtype)
-  numerator, mu, proj = _subspace_momentum_numerator(
+  numerator, mu = _subspace_momentum_numerator(
       g, state.mu.astype(dtype), state.proj, count, b1, gap, sp)
   denom, nu = _subset_norm_denominator(g, state.nu, count, b2, eps, sn)
-  return sn.divide(numerator, denom), state._replace(mu=mu, proj=proj, nu=nu)
+  return sn.divide(numerator, denom), state._replace(mu=mu, nu=nu)
 
 
 def scale_by_adam_snsm(
@@ -534,8 +580,10 @@ def scale_by_adam_snsm(
     return sp, subset_plan(shape, subset_size, spec)
 
   return _leafwise.transformation(
-      name, _SNSM_FIELDS, _snsm_leaf, (b1, b2, eps, update_proj_gap), plans,
-      dimension_numbers=dimension_numbers, mu_dtype=mu_dtype)
+      name, _SNSM_FIELDS, None, None, plans,
+      dimension_numbers=dimension_numbers, mu_dtype=mu_dtype,
+      tree_kernel=_subspace_tree_kernel(
+          _snsm_leaf, (b1, b2, eps, update_proj_gap), lambda p: p[0]))
 
 
 def adamw_snsm(
@@ -622,7 +670,8 @@ def adamw_snsm(
     ``G^T G``, ``jnp.linalg.eigh``): the same subspace as the code's
     ``torch.linalg.svd``, at a fraction of the cost for tall matrices. It
     runs in float32 (float64 for float64 params), only on refresh steps
-    (``jax.lax.cond``). Matrix products use full float32 precision
+    (one ``jax.lax.cond`` around all leaves' eigendecompositions: the
+    refresh steps are the step counter's, the same for every leaf). Matrix products use full float32 precision
     (``Precision.HIGHEST``: no TF32 on GPUs, whose rounding would otherwise
     leak from the in-subspace part of ``G`` into ``G - P P^T G``).
 
