@@ -152,10 +152,10 @@ def as_rsi(v: jax.Array, sketch: jax.Array, *, max_rank: int,
   scale = jnp.where(scale > 0, scale, 1)
   a = v / scale
   q, _ = jnp.linalg.qr(_tall_skinny(a, sketch))
-  q = jax.lax.fori_loop(  # a loop, not unrolled: one QR to compile
-      0, power_iterations,
-      lambda _, q: jnp.linalg.qr(_tall_skinny(a, _tall_skinny(swap(a), q)))[0],
-      q)
+  # Unrolled (the count is static and small): a loop would be a `while`
+  # per leaf, whose predicate XLA:GPU reads on the host every iteration.
+  for _ in range(power_iterations):
+    q, _ = jnp.linalg.qr(_tall_skinny(a, _tall_skinny(swap(a), q)))
   b = _tall_skinny(swap(a), q)
   s2, z = jnp.linalg.eigh(matmul(swap(b), b))
   s2 = jnp.maximum(s2[..., ::-1][..., :max_rank], 0)
@@ -311,7 +311,8 @@ def scale_by_adapprox(
     max_rank: ``k_max``, the columns of ``Q`` and ``U`` (static; None for
       32).
     oversample: Extra sketch columns ``p`` (static; None for 5).
-    power_iterations: Subspace iterations ``l`` (static; None for 2).
+    power_iterations: Subspace iterations ``l`` (static; None for 2;
+      unrolled in the compiled step).
     min_dim_size_to_factor: Matrices whose shorter side is below this keep a
       dense second moment (static; None for 128), as in
       :func:`optax.adafactor`. The four static arguments cannot be traced:
