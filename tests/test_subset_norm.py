@@ -304,6 +304,31 @@ def test_eigendecomposition_only_inside_cond():
   assert 'eigh' in str(jaxpr)
 
 
+def _lowered_control_flow(opt, params):
+  """(conditionals, while loops) that the lowered update asks for."""
+  text = jax.jit(opt.update).lower(params, opt.init(params), params).as_text()
+  return (text.count('stablehlo.case') + text.count('stablehlo.if'),
+          text.count('stablehlo.while'))
+
+
+@pytest.mark.parametrize('make', [
+    lambda: adamw_snsm(0.1, rank=1),
+    lambda: scale_by_subspace_momentum(rank=1)])
+def test_one_conditional_whatever_the_number_of_leaves(make):
+  """The refresh decision is the step counter's: one lax.cond for the whole
+  tree (each conditional is a blocking host sync on XLA:GPU), not one per
+  leaf; leaves without a projector add none."""
+  for leaves in (1, 6):
+    params = {f'w{i}': jnp.zeros((4 + i, 3)) for i in range(leaves)}
+    params['b'] = jnp.zeros((3,))
+    assert _lowered_control_flow(make(), params) == (1, 0), leaves
+
+
+def test_no_conditional_without_subspace_momentum():
+  params = {'w': jnp.zeros((4, 3)), 'b': jnp.zeros((3,))}
+  assert _lowered_control_flow(adamw_sn(0.1), params) == (0, 0)
+
+
 def test_between_refreshes_the_projector_is_kept():
   """Hand-computed: the momentum lives on the first step's singular vector."""
   opt = scale_by_subspace_momentum(b1=0.5, update_proj_gap=100, rank=1)
