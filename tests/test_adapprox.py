@@ -230,6 +230,20 @@ def test_as_rsi_handles_zero_and_huge_matrices():
   np.testing.assert_allclose(qb @ ub.T / 1e36, q @ u.T, rtol=1e-4, atol=1e-6)
 
 
+def test_power_iterations_are_unrolled_no_loop_per_leaf():
+  """A static number of power iterations, unrolled: no while loop per leaf
+  (XLA:GPU reads a loop's predicate on the host each iteration). The loops
+  left are the sketches' random draw, one for the tree (rolled on CPU)."""
+  def whiles(leaves):
+    params = {f'w{i}': jnp.zeros((8 + i, 6)) for i in range(leaves)}
+    opt = adapprox(0.1, max_rank=2, min_dim_size_to_factor=4,
+                   power_iterations=2)
+    lowered = jax.jit(opt.update).lower(params, opt.init(params), params)
+    return lowered.as_text().count('stablehlo.while')
+
+  assert whiles(5) == whiles(1) <= 2
+
+
 def test_same_seed_same_run_other_seed_other_sketches():
   rng = np.random.default_rng(3)
   params = jnp.zeros((10, 8))
