@@ -1,0 +1,120 @@
+"""The update's control flow does not grow with the number of leaves.
+
+On XLA:GPU every ``conditional`` that survives compilation copies its branch
+index to the host and blocks until the stream drains, and every ``while``
+loop reads its predicate on the host each iteration: control flow per leaf is
+a blocking host synchronization per leaf per step. These tests hold every
+optimizer of the package to at most one conditional and one while loop per
+update, whatever the number of leaves, on the program JAX lowers for a GPU
+(what the update asks for, before any compiler pass: lowering needs no
+plugin, so this runs in CI on CPU). What the GPU and TPU compilers make of it is measured by
+``python -m benchmarks.accelerators`` (docs/accelerators.md).
+"""
+
+import jax
+import jax.numpy as jnp
+import optax
+import pytest
+
+import alada_optax
+from alada_optax import hlo
+
+# Small shapes that still take every method's matrix path: AdamW-SN-SM's
+# rank and Adapprox's factoring threshold are set below these sides.
+OPTIMIZERS = {
+    'alada': lambda: alada_optax.alada(1e-3),
+    'alada step_bound=None': lambda: alada_optax.alada(1e-3, step_bound=None),
+    'alada second_moment=gradient': lambda: alada_optax.alada(
+        1e-3, second_moment='gradient'),
+    'alada bf16 M': lambda: alada_optax.alada(1e-3, mu_dtype=jnp.bfloat16),
+    'smmf': lambda: alada_optax.smmf(1e-3),
+    'came': lambda: alada_optax.came(1e-3),
+    'adamw_sn': lambda: alada_optax.adamw_sn(1e-3),
+    'adamw_snsm': lambda: alada_optax.adamw_snsm(1e-3, rank=4),
+    'adapprox': lambda: alada_optax.adapprox(
+        1e-3, max_rank=4, min_dim_size_to_factor=16),
+}
+
+
+def tree(leaves: int):
+  """``leaves`` leaves: small matrices of varied shapes and as many
+  vectors."""
+  out = {}
+  for i in range(leaves // 2):
+    rows, cols = 16 + 8 * (i % 3), 24 + 8 * (i % 2)
+    out[f'layer{i}'] = {'w': jax.ShapeDtypeStruct((rows, cols), jnp.float32),
+                        'b': jax.ShapeDtypeStruct((cols,), jnp.float32)}
+  return out
+
+
+# The program is lowered for an NVIDIA GPU, where each conditional and each
+# while loop's iteration is a host synchronization: JAX lowers for any
+# platform without its plugin. (Lowered for the CPU, jax.random's threefry
+# becomes a rolled while loop, which the GPU and TPU lowerings unroll.)
+PLATFORM = 'cuda'
+
+
+def lowered_text(fn, *args) -> str:
+  """The HLO JAX lowers ``fn`` to for ``PLATFORM``, before any compiler pass.
+
+  Printed from the module, with each computation's signature:
+  ``hlo.hlo_structure`` finds computations by their signature, which
+  ``Lowered.as_text(dialect='hlo')`` leaves out (it would count nothing).
+  """
+  lowered = jax.jit(fn).trace(*args).lower(lowering_platforms=(PLATFORM,))
+  return lowered.compiler_ir('hlo').as_hlo_module().to_string()
+
+
+def lowered_structure(opt, params) -> hlo.Structure:
+  state = jax.eval_shape(opt.init, params)
+
+  def update(params, state, grads):
+    updates, state = opt.update(grads, state, params)
+    return optax.apply_updates(params, updates), state
+
+  return hlo.hlo_structure(lowered_text(update, params, state, params))
+
+
+@pytest.fixture(scope='module', params=list(OPTIMIZERS))
+def structures(request):
+  """(name, structure with 6 leaves, structure with 12 leaves)."""
+  make = OPTIMIZERS[request.param]
+  return (request.param, lowered_structure(make(), tree(6)),
+          lowered_structure(make(), tree(12)))
+
+
+def test_at_most_one_conditional(structures):
+  name, _, twelve = structures
+  assert twelve.conditionals <= 1, (
+      f'{name}: {twelve.conditionals} conditionals in the update of 12 '
+      'leaves; at most one per update (on XLA:GPU each blocks the host)')
+
+
+def test_at_most_one_while_loop(structures):
+  name, _, twelve = structures
+  assert twelve.whiles <= 1, (
+      f'{name}: {twelve.whiles} while loops in the update of 12 leaves; at '
+      'most one per update (on XLA:GPU each iteration reads its predicate on '
+      'the host)')
+
+
+def test_control_flow_does_not_grow_with_the_leaves(structures):
+  name, six, twelve = structures
+  assert (twelve.conditionals, twelve.whiles) == (
+      six.conditionals, six.whiles), (
+          f'{name}: conditionals, while loops {six.conditionals}, '
+          f'{six.whiles} with 6 leaves and {twelve.conditionals}, '
+          f'{twelve.whiles} with 12')
+
+
+def test_the_count_reads_control_flow_per_leaf():
+  """The counter itself: a cond per leaf is seen as one per leaf."""
+
+  def update(params, count):
+    return jax.tree.map(
+        lambda p: jax.lax.cond(count % 2 == 0, lambda: p * 2, lambda: p + 1),
+        params)
+
+  for n in (6, 12):
+    text = lowered_text(update, tree(n), jax.ShapeDtypeStruct((), jnp.int32))
+    assert hlo.hlo_structure(text).conditionals == n
