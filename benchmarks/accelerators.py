@@ -666,6 +666,11 @@ def markdown(report: dict[str, Any]) -> str:
       f'{report["seconds"] / 60:.1f} min; source tree {tree["root"]} at '
       f'commit {tree["commit"]}{" (with local changes)" if tree["dirty"] else ""}'
       + ('; small shapes (--quick)' if report['quick'] else '') + '.', '',
+  ]
+  if report.get('sources'):
+    lines += ['Merged from the results of ' + '; '.join(
+        f'`{c}`' for c in report['sources']) + '.', '']
+  lines += [
       'What XLA\'s own compilers decided for each program, compiled without '
       'a device (deviceless TPU topologies from libtpu; the jax-cuda12 plugin '
       'with an H100 target description): deterministic compile facts, **not '
@@ -725,6 +730,42 @@ def markdown(report: dict[str, Any]) -> str:
   lines += [f'{len(rows)} programs, {compile_s / 60:.1f} min of compiling '
             f'in all; {sum("error" in r for r in rows)} failed.', '']
   return '\n'.join(lines)
+
+
+def _job_key(row) -> tuple:
+  return (row['target'], row['model'], row['program'], row['optimizer'])
+
+
+def merge(paths: list[str]) -> dict[str, Any]:
+  """One report from the JSON results of several runs (``accelerators.json``,
+  or a worker's ``.jsonl``): a job measured again replaces the earlier row
+  (a failed row never replaces a measured one)."""
+  reports = []
+  for path in paths:
+    with open(path, encoding='utf-8') as f:
+      if path.endswith('.jsonl'):
+        lines = [json.loads(line) for line in f if line.strip()]
+        head = next((r for r in lines if 'versions' in r), {})
+        reports.append({'rows': [r for r in lines if 'versions' not in r],
+                        'versions': ({head['target']: head['versions']}
+                                     if head else {}),
+                        'command': f'(worker results {os.path.basename(path)})'})
+      else:
+        reports.append(json.load(f))
+  first = next((r for r in reports if 'tree' in r), reports[0])
+  rows: dict[tuple, dict[str, Any]] = {}
+  versions: dict[str, Any] = {}
+  for r in reports:
+    for row in r['rows']:
+      old = rows.get(_job_key(row))
+      if old is None or 'error' not in row or 'error' in old:
+        rows[_job_key(row)] = row
+    for target, info in r.get('versions', {}).items():
+      versions.setdefault(target, info)
+  return {**first, 'rows': list(rows.values()), 'versions': versions,
+          'seconds': sum(r.get('seconds', 0) for r in reports),
+          'quick': any(r.get('quick') for r in reports),
+          'sources': [r.get('command') for r in reports]}
 
 
 def tree_info() -> dict[str, Any]:
@@ -798,6 +839,11 @@ def build_parser() -> argparse.ArgumentParser:
                       help='maintainers: write into the committed '
                            'benchmarks/results/; only for a full run (every '
                            'default target, no --quick, no filters)')
+  parser.add_argument('--from-json', nargs='+', default=None, metavar='FILE',
+                      help='compile nothing: write the report of these JSON '
+                           'results (accelerators.json of earlier runs, '
+                           'merged; a job in a later file replaces the same '
+                           'job in an earlier one) under --out')
   parser.add_argument('--_worker', nargs=2, help=argparse.SUPPRESS)
   return parser
 
@@ -815,13 +861,15 @@ def parse_args(argv=None) -> argparse.Namespace:
   args.optimizers = _choices(args.optimizers, OPTIMIZERS, 'optimizers', parser)
   if args.targets is not None:
     args.targets = _choices(args.targets, TARGETS, 'target', parser)
-  if args.publish:
+  if args.publish and not args.from_json:
     if args.out is not None:
       parser.error('--publish writes to benchmarks/results; drop --out')
     if not full:
       parser.error('--publish refreshes the committed full results: run it '
                    'without --quick, --target, --models, --programs and '
                    '--optimizers')
+    args.out = PUBLISHED
+  elif args.publish:
     args.out = PUBLISHED
   elif args.out is None:
     args.out = DEFAULT_OUT
@@ -835,6 +883,12 @@ def main(argv=None) -> int:
   args = parse_args(argv)
   if args._worker:  # pylint: disable=protected-access
     worker(*args._worker, args.h100_config)  # pylint: disable=protected-access
+    return 0
+  if args.from_json:
+    report = merge(args.from_json)
+    written = write(report, args.out)
+    print(markdown(report))
+    print('wrote ' + ', '.join(written))
     return 0
   # This process compiles nothing: keep it off any plugin it may import.
   jax.config.update('jax_platforms', 'cpu')

@@ -139,3 +139,28 @@ def test_quick_smoke(tmp_path):
   for row in report['rows']:
     assert 'error' not in row, row
     assert row['kernels'] > 0 and row['memory']['peak'] > 0
+
+
+def test_from_json_merges_runs(tmp_path):
+  first = _report()
+  later = _report()
+  later['rows'] = [  # the failed CAME row measured; a failure replaces nothing
+      _row('v5e', 'train', 'came', 250),
+      {**_row('h100', 'update', 'adam', 1), 'error': 'RuntimeError: later'}]
+  later['command'] = 'python -m benchmarks.accelerators --target v5e'
+  paths = []
+  for i, r in enumerate((first, later)):
+    paths.append(str(tmp_path / f'{i}.json'))
+    with open(paths[-1], 'w', encoding='utf-8') as f:
+      json.dump(r, f)
+  assert accelerators.main(['--from-json', *paths, '--out',
+                            str(tmp_path / 'merged')]) == 0
+  merged = json.load(open(tmp_path / 'merged' / 'accelerators.json',
+                          encoding='utf-8'))
+  rows = {(r['target'], r['program'], r['optimizer']): r
+          for r in merged['rows']}
+  assert len(rows) == len(first['rows'])
+  assert 'error' not in rows['v5e', 'train', 'came']
+  assert 'error' not in rows['h100', 'update', 'adam']
+  md = open(tmp_path / 'merged' / 'accelerators.md', encoding='utf-8').read()
+  assert '--target v5e' in md and 'boom' not in md
