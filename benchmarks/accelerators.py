@@ -1,9 +1,11 @@
 r"""What XLA's GPU and TPU compilers make of each optimizer, without a device.
 
     python -m benchmarks.accelerators --tpu-python TPU_VENV/bin/python \
-        --gpu-python GPU_VENV/bin/python            # every target, ~30-50 min
+        --gpu-python GPU_VENV/bin/python   # every target: most of an hour on
+                                           # 2 cores
     python -m benchmarks.accelerators --quick      # small shapes: a smoke run
     python -m benchmarks.accelerators --publish ...  # refresh benchmarks/results/
+    python -m benchmarks.accelerators --from-json A.json B.json  # merge runs
 
 XLA's own compilers for an H100 (the jax-cuda12 plugin with an H100 target
 description) and for TPUs (libtpu's deviceless topologies) run on a machine
@@ -821,8 +823,11 @@ def build_parser() -> argparse.ArgumentParser:
   parser.add_argument('--quick', action='store_true',
                       help='small shapes (a 2-block GPT-2 of d=128, a 2-layer '
                            'stacked model, a d=64 sharded tree): a smoke run')
-  parser.add_argument('--jobs', type=int, default=2,
-                      help='worker processes compiling at once (default 2)')
+  parser.add_argument('--jobs', type=int,
+                      default=max(1, min(os.cpu_count() or 1, 4)),
+                      help='worker processes compiling at once (default: the '
+                           'CPU cores, at most 4: %(default)s here; each takes '
+                           'up to a few GiB)')
   parser.add_argument('--tpu-python', default=os.environ.get('ALADA_TPU_PYTHON'),
                       help='an interpreter that imports libtpu, for the TPU '
                            'targets (default: $ALADA_TPU_PYTHON)')
