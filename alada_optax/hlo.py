@@ -224,6 +224,10 @@ class Structure(NamedTuple):
 _KERNEL_RE = re.compile(r'\s(?:fusion|custom-call)\(')
 _FUSION_CALLS_RE = re.compile(r'\sfusion\(.*?\bcalls=%?([\w.\-]+)')
 _CONDITIONAL_RE = re.compile(r'\sconditional\(')
+# A computation's first line, with its signature (optimized HLO) or without
+# (the unoptimized HLO of jax.jit(...).lower(...).as_text(dialect='hlo')).
+_ANY_COMPUTATION_RE = re.compile(
+    r'^(?:ENTRY\s+)?%?([\w.\-]+)\s*(?:\(.*\)\s*->.*)?\{\s*$')
 
 
 def hlo_structure(hlo_text: str) -> Structure:
@@ -236,7 +240,7 @@ def hlo_structure(hlo_text: str) -> Structure:
   bodies: dict[str, list[str]] = {}
   computation = None
   for line in hlo_text.splitlines():
-    m = _COMPUTATION_RE.match(line)
+    m = _ANY_COMPUTATION_RE.match(line)
     if m:
       computation = m.group(1)
       bodies[computation] = []
