@@ -1,7 +1,10 @@
 """Alada: Adam's first moment with a rank-one, alternately refitted second moment.
 
 Reference: Algorithm 2 and Section IV of "Alada: Alternating Adaptation of
-Momentum Method for Memory-Efficient Matrix Optimization".
+Momentum Method for Memory-Efficient Matrix Optimization". In
+:func:`scale_by_alada`, ``fold`` is lines 5-7, ``refit`` lines 8-18 and
+``step`` lines 20-22; ``alada_optax._backends`` says how the parity's choice
+of refit is compiled on each backend.
 """
 
 import functools
@@ -13,6 +16,7 @@ import jax.numpy as jnp
 import optax
 
 from alada_optax import _alias
+from alada_optax import _backends
 from alada_optax import _leafwise
 from alada_optax import _layout
 from alada_optax import _validation
@@ -36,7 +40,8 @@ class ScaleByAladaState(NamedTuple):
       ``batch_shape``; 0 while the leaf has only seen zero gradients.
     t0: the ``count`` at which the leaf's first non-zero gradient arrived,
       int32, shape ``batch_shape``. The leaf's step in Algorithm 2 is
-      ``t = count - t0``; its parity picks the factor to refit.
+      ``t = count - t0`` (its bias corrections); the parity of ``count``,
+      one for the whole tree, picks the factor to refit.
   """
 
   count: jax.Array
@@ -66,26 +71,6 @@ _FIELDS = _leafwise.declare(ScaleByAladaState, {
 }, strict=True)
 
 
-class _Clock(NamedTuple):
-  """One leaf's per-step scalars (one per matrix), shared by refit and step."""
-
-  plan: matricize.MatrixPlan
-  dtype: jnp.dtype  # of the arithmetic, p, q and v0
-  b1: jax.Array
-  b2: jax.Array
-  eps: jax.Array
-  big: jax.Array  # where the factors and v0 saturate
-  started: jax.Array  # the matrix has seen a non-zero gradient before now
-  even: jax.Array  # Algorithm 2's t is even: refit p (else q)
-  bc1: jax.Array  # 1 - b1^(t+1)
-  b2_pow: jax.Array  # b2^(t+1)
-  # The factors fit V = (T / v_scale)^2, T the target the refit reads: M with
-  # v_scale = bc1 (Algorithm 2), or G with v_scale = 1 (second_moment=
-  # 'gradient'). At a matrix's start T = v0_scale G_0: 1 - b1, or 1.
-  v_scale: jax.Array
-  v0_scale: jax.Array
-
-
 def _unit(factor: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
   """``factor / max|factor|``, the scale, and the unit vector's squared norm.
 
@@ -99,213 +84,20 @@ def _unit(factor: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
   return u, scale, jnp.sum(u * u, axis=-1)
 
 
-def _separate_reads(x: jax.Array, dtype) -> Callable[[], jax.Array]:
-  """A reader of ``x`` as ``dtype`` whose every call is a value of its own.
+class _Leaf(NamedTuple):
+  """One leaf's arrays and per-matrix scalars for a step of Algorithm 2."""
 
-  Each full-size reduction must convert (and square) M inside its own kernel.
-  Two reductions reading one ``M.astype(float32)`` would share it, and XLA
-  would store it: a full-size temporary when M is bfloat16. A chain of
-  optimization barriers (each call behind the previous one) gives every
-  reader a copy of M's value that the compiler cannot merge. Guarded by
-  ``tests/test_memory.py::test_update_alone_has_no_full_size_temporaries``
-  (its bf16 case fails without the chain).
-  """
-  last = None
-
-  def read():
-    nonlocal last
-    last = x if last is None else jax.lax.optimization_barrier(last)
-    return last.astype(dtype)
-
-  return read
-
-
-def _refit_factor(clock: _Clock, reduce, expand, unit, factor, m):
-  """``b2 f' + (1 - b2) V f / (||f||^2 + eps)``, as one reduction.
-
-  ``f`` is the other factor, given as ``unit`` (from :func:`_unit`), ``f'``
-  the refitted one, ``m`` a reader of the target T (M, or G), ``reduce`` the
-  sum over ``f``'s axis and ``expand`` lays ``f`` along it. V = (T / v_scale)^2
-  (``(M / bc1)^2`` in Algorithm 2) and every scalar of the
-  least squares are folded into the reduction's weights
-  ``f / (||f||^2 + eps)``, so that the reduction's only epilogue is the add
-  of ``b2 f'``: XLA's CPU row reductions run ~6x slower when their result is
-  multiplied, clipped or selected in the same kernel, and an add rides
-  along (so the saturation is applied after the switch). The weights divide
-  ``f`` by its scale inside the reduction, which keeps ``M^2 f / ||f||^2`` at
-  the factors' own magnitude, representable where ``M^2`` is not
-  (``|M| > 1.8e19`` in float32) or underflows; they are capped at ``big``:
-  never ``inf * 0``.
-  """
-  u, scale, norm2 = unit
-  k = (1 - clock.b2) / jnp.square(clock.v_scale) / (
-      norm2 + clock.eps / scale / scale)
-  w = jnp.minimum(u / scale[..., None] * k[..., None], clock.big)
-  mm = m()
-  return matricize.match_sharding(
-      reduce(mm * expand(w) * mm) + clock.b2 * factor, factor)
-
-
-def _refit(clock: _Clock, units, target, p, q, v0, *, rows: bool, cols: bool,
-           init: bool):
-  """Lines 8-19 of Algorithm 2: a branch of the parity switch.
-
-  Refits p (``rows``) and/or q (``cols``) for the matrices whose parity asks
-  for it, against ``(target / clock.v_scale)^2``; with ``init``, matrices
-  starting now first set v0 and p0, q0. ``units`` are :func:`_unit` of p and
-  q. Returns the new (p, q, v0, b2^(t+1) v0), before saturation.
-  """
-  plan, started, even = clock.plan, clock.started, clock.even
-  m = _separate_reads(target, clock.dtype)
-  unit_p, unit_q = units
-  if init:
-    # Lines 8-12 where a matrix starts now: v0 = ||G_0||^2 / mn, read off
-    # the target: M_1 = (1 - b1) G_0 (M is 0 before a matrix starts), or G_0;
-    # and
-    # p0 = sqrt(v0) 1_m, q0 = sqrt(v0) 1_n: unit weights of exactly 1 (all 0
-    # if ||G_0||^2 underflows to 0).
-    like = matricize.match_sharding  # explicit mesh axes: equal shardings
-    mm = m()
-    v0 = jnp.where(started, v0, like(plan.sum_per_matrix(mm * mm), v0)
-                   / (jnp.square(clock.v0_scale) * (plan.m * plan.n)))
-    v0 = jnp.minimum(v0, clock.big)  # saturates, as the factors do
-    root, nonzero = jnp.sqrt(v0), v0 > 0
-    p = jnp.where(started[..., None], p, like(root[..., None], p))
-    q = jnp.where(started[..., None], q, like(root[..., None], q))
-    new = ~started[..., None]
-
-    def start(unit, size):
-      u, scale, norm2 = unit
-      return (
-          jnp.where(new, like(jnp.where(nonzero[..., None], 1., 0.), u), u),
-          jnp.where(started, scale, like(jnp.where(nonzero, root, 1), scale)),
-          jnp.where(started, norm2, like(jnp.where(nonzero, size, 0), norm2)))
-
-    unit_p, unit_q = start(unit_p, plan.m), start(unit_q, plan.n)
-
-  p_new, q_new = p, q
-  if rows:  # Lines 13-15: p <- b2 p + (1 - b2) V q / (||q||^2 + eps).
-    p_new = _refit_factor(clock, plan.sum_over_cols, plan.expand_cols, unit_q,
-                          p, m)
-    if cols:
-      p_new = jnp.where(even[..., None], p_new, p)
-  if cols:  # Lines 16-18: q <- b2 q + (1 - b2) V^T p / (||p||^2 + eps).
-    q_new = _refit_factor(clock, plan.sum_over_rows, plan.expand_rows, unit_p,
-                          q, m)
-    if rows:
-      q_new = jnp.where(even[..., None], q, q_new)
-  return p_new, q_new, v0, clock.b2_pow * v0
-
-
-@functools.partial(jax.jit, static_argnames=('plan', 'second_moment'))
-def _alada_leaf(
-    g: jax.Array,
-    mu: jax.Array,
-    p: jax.Array,
-    q: jax.Array,
-    v0: jax.Array,
-    t0: jax.Array,
-    count: jax.Array,
-    plan: matricize.MatrixPlan,
-    b1: jax.Array,
-    b2: jax.Array,
-    eps: jax.Array,
-    step_bound: Optional[jax.Array],
-    second_moment: str = 'momentum',
-) -> tuple[jax.Array, ...]:
-  """One step of Algorithm 2 for one leaf (a batch of matrices).
-
-  Returns the descent direction M~ / sqrt(max(U~, 0) + eps), clipped to
-  [-step_bound, step_bound] unless ``step_bound`` is None, and the new
-  (mu, p, q, v0, t0).
-
-  Memory and time: the only full-size value made here is the new ``mu`` (the
-  state's output: written over the old one when the state is donated), and G
-  is read by the fold into M (and, with ``second_moment='gradient'``, by the
-  refit instead of M). The work on full-size arrays is three passes: fold G
-  into M; reduce M^2 (or G^2) against q or p (in a switch, so that only the
-  refit the parity needs runs); the elementwise step. M~ = M / bc1 is never
-  formed: bc1 is applied to the reductions' weights and inside the step.
-  """
-  dtype = _validation.factor_dtype(g.dtype)
-  b1, b2, eps = (jnp.asarray(x, dtype) for x in (b1, b2, eps))
-
-  # The leaf's own clock. A leaf that has only seen zero gradients (v0 == 0)
-  # has not started: its Algorithm 2 starts at its first non-zero gradient.
-  started = v0 > 0
-  t0 = jnp.where(started, t0, count)
-  t = count - t0  # Algorithm 2's t: 0 at the leaf's first non-zero gradient.
-  tp1 = (t + 1).astype(dtype)
-  bc1, b2_pow = 1 - b1**tp1, b2**tp1
-  if second_moment == 'gradient':  # the paper's Section III: V = G^2
-    v_scale = v0_scale = jnp.ones((), dtype)
-  else:  # Algorithm 2, line 7: V = M~^2 = (M / bc1)^2
-    v_scale, v0_scale = bc1, 1 - b1
-  clock = _Clock(
-      plan=plan, dtype=dtype, b1=b1, b2=b2, eps=eps,
-      # 2^126 in float32, whose reciprocal is still a normal number (XLA
-      # divides by multiplying by the reciprocal, and flushes subnormals).
-      big=1 / jnp.finfo(dtype).smallest_normal,
-      started=started, even=t % 2 == 0, bc1=bc1, b2_pow=b2_pow,
-      v_scale=v_scale, v0_scale=v0_scale)
-
-  # Even matrices refit p, odd ones q; matrices starting now (all even) also
-  # set v0. Only the branch the parities need runs.
-  even = clock.even
-  any_even, any_odd = jnp.any(even), jnp.any(~even)
-  which = jnp.where(any_even & any_odd, 3,
-                    jnp.where(jnp.any(~started), 2, jnp.where(any_even, 0, 1)))
-  # The units are made outside the switch, although each refit reads one of
-  # them: a sum of their own in a branch would share its zero constant with
-  # the init of the branch's full-size row reduction, which XLA's CPU backend
-  # then runs ~3x slower (a fused reduction whose init is not an inlined
-  # constant; measured on the 50257 x 768 embedding, 80 ms against 26 ms).
-  refit = functools.partial(_refit, clock, (_unit(p), _unit(q)))
-  branches = [
-      functools.partial(refit, rows=True, cols=False, init=False),
-      functools.partial(refit, rows=False, cols=True, init=False),
-      functools.partial(refit, rows=True, cols=False, init=True),
-      functools.partial(refit, rows=True, cols=True, init=True),
-  ]
-
-  # Lines 5-6: M_{t+1} = b1 M_t + (1 - b1) G_t, stored in mu's dtype; what
-  # follows reads M_{t+1} as stored.
-  mu = (b1 * mu.astype(dtype) + (1 - b1) * g.astype(dtype)).astype(mu.dtype)
-  # The refit reads M_{t+1} (Algorithm 2), or G (second_moment='gradient'):
-  # then G lives until the refit, and in a train step XLA's CPU scheduler
-  # may run that refit after the next layer's backward, keeping two
-  # gradients alive (tests/test_memory.py measures what it costs).
-  p, q, v0, b2_pow_v0 = jax.lax.switch(
-      which, branches, g if second_moment == 'gradient' else mu, p, q, v0)
-  # Factors past the float range saturate near its end: U~ stays a number
-  # (inf - inf would be NaN) and the step goes to 0 where p q^T overflows, as
-  # Adam's does where its second moment overflows. (Outside the switch: see
-  # _refit_factor.) The full-size step below reads the vectors finished (its
-  # rounding does not depend on how the compiler fuses it: U~ can cancel).
-  p, q = jnp.minimum(p, clock.big), jnp.minimum(q, clock.big)
-
-  # Lines 20-22: U~ = (p q^T - b2^{t+1} v0) / (1 - b2^{t+1}), clamped at 0
-  # (it is >= 0 in exact arithmetic), and the step M~ / sqrt(U~ + eps).
-  expand = plan.expand_batch
-  u = plan.expand_rows(p) * plan.expand_cols(q)
-  u_hat = (u - expand(b2_pow_v0)) / expand(1 - b2_pow)
-  m_hat = mu.astype(dtype) / expand(bc1)
-  direction = m_hat / jnp.sqrt(jnp.maximum(u_hat, 0) + eps)
-  # The safeguard: no entry steps further than step_bound (1: the step of an
-  # exact fit U~ = M~^2), i.e. U~ is never below M~^2 / step_bound^2. Part of
-  # the same elementwise pass; the state is not touched.
-  if step_bound is not None:
-    bound = jnp.asarray(step_bound, dtype)
-    direction = jnp.clip(direction, -bound, bound)
-  return direction, mu, p, q, v0, t0
-
-
-def _alada_kernel(g, state, plan, count, hyperparams, second_moment):
-  """:func:`_alada_leaf` in the kernel signature of :mod:`_leafwise`."""
-  direction, mu, p, q, v0, t0 = _alada_leaf(
-      g, state.mu, state.p, state.q, state.v0, state.t0, count, plan,
-      *hyperparams, second_moment=second_moment)
-  return direction, state._replace(mu=mu, p=p, q=q, v0=v0, t0=t0)
+  plan: matricize.MatrixPlan
+  mu: jax.Array  # M_{t+1}, as stored
+  target: jax.Array  # what V squares: M_{t+1} (line 7), or G_t
+  p: jax.Array
+  q: jax.Array
+  v0: jax.Array
+  t0: jax.Array
+  started: jax.Array  # the matrix has seen a non-zero gradient before now
+  bc1: jax.Array  # 1 - b1^(t+1)
+  b2_pow: jax.Array  # b2^(t+1)
+  v_scale: jax.Array  # V = (target / v_scale)^2: bc1 (line 7), or 1
 
 
 def scale_by_alada(
@@ -360,11 +152,113 @@ def scale_by_alada(
         f'{_NAME}: second_moment must be one of {SECOND_MOMENTS}, got '
         f'{second_moment!r}.')
 
+  def fold(g, state, plan, count) -> _Leaf:
+    """Lines 5-7 for one leaf: G folds into M; the leaf's clock; V's target."""
+    dtype = _validation.factor_dtype(g.dtype)
+    b1_ = jnp.asarray(b1, dtype)
+    # Line 5: M_{t+1} = b1 M_t + (1 - b1) G_t, stored in mu's dtype; what
+    # follows reads M_{t+1} as stored.
+    mu = (b1_ * state.mu.astype(dtype) + (1 - b1_) * g.astype(dtype)).astype(
+        state.mu.dtype)
+    # Each matrix's Algorithm 2 starts at its first non-zero gradient (v0 is
+    # 0 until then), and counts its own t from there.
+    started = state.v0 > 0
+    t0 = jnp.where(started, state.t0, count)
+    tp1 = (count - t0 + 1).astype(dtype)
+    bc1 = 1 - b1_**tp1  # Line 6: M~_{t+1} = M_{t+1} / bc1.
+    if second_moment == 'gradient':  # Section III: V = G_t^2.
+      target, v_scale = g, jnp.ones_like(bc1)
+    else:  # Line 7: V = M~_{t+1}^2 = (M_{t+1} / bc1)^2.
+      target, v_scale = mu, bc1
+    return _Leaf(plan, mu, target, state.p, state.q, state.v0, t0, started,
+                 bc1, jnp.asarray(b2, dtype)**tp1, v_scale)
+
+  def refit(leaf: _Leaf, rows: bool):
+    """Lines 8-18 for one leaf: refits p (``rows``, even steps) or q.
+
+    One full-size reduction of ``V`` against the other factor. A matrix
+    starting now (lines 8-12) reads its row (or column) sums of
+    ``V = G_0^2`` off the same reduction: ``v0`` is their mean, ``p0`` and
+    ``q0`` are ``sqrt(v0)``, and the refit from ``sqrt(v0) 1`` follows.
+    Returns the new ``(p, q, v0)``, before the factors saturate.
+    """
+    plan = leaf.plan
+    dtype = leaf.p.dtype
+    b2_, eps_ = jnp.asarray(b2, dtype), jnp.asarray(eps, dtype)
+    big = 1 / jnp.finfo(dtype).smallest_normal
+    if rows:  # Line 14: p <- b2 p + (1 - b2) V q / (||q||^2 + eps).
+      factor, other, size = leaf.p, leaf.q, plan.n
+      reduce, expand = plan.sum_over_cols, plan.expand_cols
+    else:  # Line 17: q <- b2 q + (1 - b2) V^T p / (||p||^2 + eps).
+      factor, other, size = leaf.q, leaf.p, plan.m
+      reduce, expand = plan.sum_over_rows, plan.expand_rows
+    # V = (target / v_scale)^2 and every scalar of the least squares go into
+    # the reduction's weights; dividing the other factor by its scale there
+    # keeps V f / ||f||^2 at the factors' magnitude where V itself overflows
+    # (|M| > 1.8e19 in float32). Capped at `big`: never inf * 0.
+    u, scale, norm2 = _unit(other)
+    k = (1 - b2_) / jnp.square(leaf.v_scale) / (norm2 + eps_ / scale / scale)
+    started = leaf.started[..., None]
+    # A matrix starting now reduces with the weight 1 / (v_scale^2 size):
+    # its row (column) means of V = G_0^2, finite wherever G_0^2 is.
+    w = jnp.where(started, jnp.minimum(u / scale[..., None] * k[..., None], big),
+                  1 / (jnp.square(leaf.v_scale) * size)[..., None])
+    x = leaf.target.astype(dtype)
+    # The reduction's result leaves its kernel as it is (see _backends).
+    r = _backends.reduction_result(
+        matricize.match_sharding(reduce(x * expand(w) * x), factor))
+
+    # Lines 8-12 where a matrix starts now: v0 = ||G_0||^2 / mn (0 if the
+    # gradient is 0 or its squares underflow: then nothing starts), and its
+    # refit from q0 = sqrt(v0) 1: (1 - b2) sqrt(v0) size r / (size v0 + eps).
+    v0 = jnp.where(leaf.started, leaf.v0,
+                   jnp.minimum(jnp.mean(r, axis=-1), big))
+    nonzero, safe = v0 > 0, jnp.where(v0 > 0, v0, 1)
+    root = jnp.where(nonzero, jnp.sqrt(safe), 0)[..., None]
+    first = b2_ * root + (1 - b2_) * (r / jnp.sqrt(safe)[..., None]) / (
+        1 + eps_ / (size * safe))[..., None]
+    new = jnp.where(started, r + b2_ * factor, jnp.where(nonzero[..., None],
+                                                         first, 0))
+    # Factors past the float range saturate near its end: U~ stays a number
+    # (inf - inf would be NaN) and the step goes to 0 where p q^T overflows,
+    # as Adam's does where its second moment overflows.
+    new = jnp.minimum(new, big)
+    kept = jnp.where(started, other, matricize.match_sharding(root, other))
+    return (new, kept, v0) if rows else (kept, new, v0)
+
+  def step(leaf: _Leaf, p, q, v0):
+    """Lines 20-22 for one leaf: the preconditioned, bounded step."""
+    plan, dtype = leaf.plan, leaf.p.dtype
+    expand = plan.expand_batch
+    u = plan.expand_rows(p) * plan.expand_cols(q)  # Line 20: U = p q^T.
+    # Line 21: U~ = (U - b2^{t+1} v0) / (1 - b2^{t+1}), clamped at 0 (it is
+    # >= 0 in exact arithmetic).
+    u_hat = (u - expand(leaf.b2_pow * v0)) / expand(1 - leaf.b2_pow)
+    # Line 22, with the bias-corrected M~ (Section IV-B).
+    m_hat = leaf.mu.astype(dtype) / expand(leaf.bc1)
+    direction = m_hat / jnp.sqrt(jnp.maximum(u_hat, 0) + jnp.asarray(eps, dtype))
+    if step_bound is not None:  # The safeguard: |W| <= step_bound.
+      bound = jnp.asarray(step_bound, dtype)
+      direction = jnp.clip(direction, -bound, bound)
+    return direction
+
+  def update_leaves(gs, states, plans, count):
+    leaves = [fold(g, s, plan, count) for g, s, plan in zip(gs, states, plans)]
+    # Lines 13-18: even steps refit p, odd steps q; one parity, the step
+    # count's, for the whole tree: one conditional at most (see _backends).
+    refitted = _backends.refit_by_parity(
+        lambda i, arrays, rows: refit(arrays._replace(plan=plans[i]), rows),
+        [leaf._replace(plan=None) for leaf in leaves], count % 2 == 0,
+        reads_gradients=second_moment == 'gradient')
+    out = []
+    for leaf, state, (p, q, v0) in zip(leaves, states, refitted):
+      out.append((step(leaf, p, q, v0), state._replace(
+          mu=leaf.mu, p=p, q=q, v0=v0, t0=leaf.t0)))
+    return out
+
   return _leafwise.transformation(
-      _NAME, _FIELDS,
-      functools.partial(_alada_kernel, second_moment=second_moment),
-      (b1, b2, eps, step_bound),
-      dimension_numbers=dimension_numbers, mu_dtype=mu_dtype)
+      _NAME, _FIELDS, None, None, dimension_numbers=dimension_numbers,
+      mu_dtype=mu_dtype, tree_kernel=update_leaves)
 
 
 def alada(
@@ -498,6 +392,12 @@ def alada(
     :func:`optax.adam`; the gradients' alone when ``update`` gets no params);
     ``mu_dtype`` sets ``M``'s storage, and the refit and the step read
     :math:`M_{t+1}` as stored.
+  * **One parity for the tree.** Algorithm 2 refits :math:`p` on even steps
+    and :math:`q` on odd ones. Here the parity is the step count's, one for
+    all leaves (so that the update has no control flow per leaf): a leaf
+    whose first non-zero gradient arrives on an odd step (see below) starts
+    by refitting :math:`q`, from :math:`p_0 = \sqrt{v_0} 1_m`. A leaf that
+    starts at the first step follows Algorithm 2 exactly.
   * **Range.** The refits divide the weights by the factor's scale inside
     their reductions, so that :math:`M^2` is never formed on its own: the
     state stays finite for gradients up to about ``1e19`` in float32 (where
@@ -516,17 +416,18 @@ def alada(
   Adam's. Here a zero gradient carries no information about the leaf's scale,
   so each leaf's Algorithm 2 starts at its first non-zero gradient: until then
   its update is 0 and its state stays at 0, and from then on it runs
-  Algorithm 2 with its own step count :math:`t` (``count - t0`` in the state),
-  bias corrections included. When the first gradient is non-zero this is
+  Algorithm 2 with its own step count :math:`t` (``count - t0`` in the state)
+  for its bias corrections, and the tree's parity. When the first gradient is non-zero this is
   Algorithm 2 exactly. With batch axes each matrix of the batch has its own
-  start. A gradient whose squares underflow (in float32, entries below about
-  ``1e-18``: their squares are below the smallest normal float) cannot start
-  the leaf either: its factors stay 0, but ``M`` accumulates it and the
-  update is :math:`M / ((1 - \beta_1) \sqrt{\varepsilon})`, at most ten
-  times the gradient's size times ``1e8`` (``1e-9`` for entries of
-  ``1e-18``; Adam's second moment underflows there too, and its update is
-  :math:`\hat m / \varepsilon`). The first gradient large enough starts
-  the leaf.
+  start. A gradient whose squares underflow cannot start the leaf either
+  (in float32, entries below about :math:`10^{-19} \sqrt{k}`, ``k`` the
+  length of the rows or columns the start averages: their squares over
+  ``k`` are below the smallest normal float): its factors stay 0, but ``M``
+  accumulates it and the update is
+  :math:`M / ((1 - \beta_1) \sqrt{\varepsilon})`, at most ten times the
+  gradient's size times ``1e8`` (Adam's second moment underflows near there
+  too, and its update is :math:`\hat m / \varepsilon`). The first gradient
+  large enough starts the leaf.
 
   Args:
     learning_rate: A global scaling factor, either fixed or a schedule, see

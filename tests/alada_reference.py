@@ -7,6 +7,12 @@ U~ clamped at 0) and its one extension (a leaf starts at its first non-zero
 gradient), both switchable so tests can see what the literal algorithm does;
 and the package's two options: the step bound, and factors that fit G^2 (the
 paper's Section III) instead of line 7's M~^2.
+
+Parity: Algorithm 2 refits p on even steps and q on odd ones, the steps of
+one run. The package keeps one parity for the whole tree, the step count's
+(``count``, 0 at the first update): a leaf whose first non-zero gradient
+arrives on an odd step refits q first. With every leaf starting at step 0
+(the paper's setting) this is Algorithm 2's parity exactly.
 """
 
 from __future__ import annotations
@@ -48,12 +54,15 @@ class AladaLeaf:
     self.bounded = 0  # entries whose step the bound changed, over all steps
     self.M = np.zeros((self.m, self.n))  # line 1
     self.t = 0
+    self.count = 0  # steps of the whole run, the parity's clock
     self.p = self.q = None
     self.v0 = None
 
   def step(self, grad):
     """Returns W_{t+1} (the step before the learning rate), shaped like grad."""
     G = np.asarray(grad, np.float64).reshape(self.m, self.n)
+    even = self.count % 2 == 0
+    self.count += 1
     if self.start_at_nonzero and self.t == 0 and not np.any(G):
       return np.zeros(self.shape)  # not started: state stays M = 0
     b1, b2, eps, t = self.b1, self.b2, self.eps, self.t
@@ -64,7 +73,7 @@ class AladaLeaf:
       self.v0 = np.sum(G**2) / (self.m * self.n)
       self.p = math.sqrt(self.v0) * np.ones(self.m)
       self.q = math.sqrt(self.v0) * np.ones(self.n)
-    if t % 2 == 0:  # lines 13-15
+    if even:  # lines 13-15
       self.p = b2 * self.p + (1 - b2) * (V @ self.q) / (self.q @ self.q + eps)
     else:  # lines 16-18
       self.q = b2 * self.q + (1 - b2) * (V.T @ self.p) / (self.p @ self.p + eps)

@@ -115,6 +115,23 @@ def test_parity_comes_from_count():
     state = new
 
 
+def test_a_leaf_starting_on_an_odd_step_refits_q_first():
+  """One parity for the tree: a late leaf follows the step count's parity."""
+  params = {'early': jnp.zeros((3, 4)), 'late': jnp.zeros((3, 4))}
+  opt = scale_by_alada()
+  update = jax.jit(opt.update)
+  g = jnp.arange(12.0).reshape(3, 4) - 5.0
+  state = opt.init(params)
+  _, state = update({'early': g, 'late': jnp.zeros_like(g)}, state)
+  assert float(state.v0['late']) == 0  # not started at count 0
+  _, new = update({'early': g, 'late': g}, state)  # count 1: odd
+  root = np.sqrt(float(new.v0['late']))
+  np.testing.assert_allclose(new.p['late'], np.full(3, root), rtol=1e-6)
+  assert not np.allclose(new.q['late'], root, rtol=1e-3)  # q refitted
+  np.testing.assert_array_equal(new.p['early'], state.p['early'])
+  assert int(new.t0['late']) == 1
+
+
 # -- beyond the paper: leaves whose first gradients are zero ------------------
 
 def test_literal_algorithm_blows_up_on_zero_first_gradient():
