@@ -24,9 +24,9 @@ convention of :mod:`alada_optax.hlo`). Where the update branches, bytes per
 step are the mean over the steady state's steps (Alada: its even and odd
 steps; Subspace-Momentum: 199 steps between projector refreshes and one
 refresh), and the *worst* step is the costliest branch of every
-``conditional`` (Alada's first step, a refresh). Each ``while`` body counts as
-many times as XLA's known trip count says (Adapprox's power iterations run
-twice), as ``alada_optax.hlo.hlo_collective_bytes_per_step`` counts them.
+``conditional`` (a refresh). Each ``while`` body counts as many times as
+XLA's known trip count says (Adapprox's power iterations run twice), as
+``alada_optax.hlo.hlo_collective_bytes_per_step`` counts them.
 
 For the optimizers named by ``--breakdown`` each matrix leaf is also compiled
 alone, which says which leaf and which operation (the op name XLA keeps in the
@@ -95,12 +95,13 @@ def layout(d: int) -> dict[str, tuple[tuple[int, ...], P]]:
 
 
 # Which branch of the update's conditionals a step takes, and how often: Alada
-# refits p on even steps and q on odd ones (lax.switch branches 0 and 1; 2 and
-# 3 start a matrix, on its first step); Subspace-Momentum recomputes its
+# refits p on even steps and q on odd ones (on CPU one lax.cond for the tree,
+# whose HLO branches are (false, true): 1 refits p, 0 refits q; on GPU and TPU
+# no conditional, both refits every step); Subspace-Momentum recomputes its
 # projector once every update_proj_gap = 200 steps (lax.cond: branch 0 keeps
 # it, branch 1 recomputes it). (label, branch index, steps per cycle).
 CYCLES = {
-    'alada': (('even step', 0, 1), ('odd step', 1, 1)),
+    'alada': (('even step', 1, 1), ('odd step', 0, 1)),
     'adamw_snsm': (('between refreshes', 0, 199), ('projector refresh', 1, 1)),
 }
 
