@@ -7,7 +7,6 @@ Momentum Method for Memory-Efficient Matrix Optimization". In
 of refit is compiled on each backend.
 """
 
-import functools
 from typing import Any, NamedTuple, Optional, Union
 from collections.abc import Callable
 
@@ -177,10 +176,10 @@ def scale_by_alada(
     """Lines 8-18 for one leaf: refits p (``rows``, even steps) or q.
 
     One full-size reduction of ``V`` against the other factor. A matrix
-    starting now (lines 8-12) reads its row (or column) sums of
+    starting now (lines 8-12) reads its row (or column) means of
     ``V = G_0^2`` off the same reduction: ``v0`` is their mean, ``p0`` and
     ``q0`` are ``sqrt(v0)``, and the refit from ``sqrt(v0) 1`` follows.
-    Returns the new ``(p, q, v0)``, before the factors saturate.
+    Returns the new ``(p, q, v0)``.
     """
     plan = leaf.plan
     dtype = leaf.p.dtype
