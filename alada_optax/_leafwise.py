@@ -248,9 +248,10 @@ def transformation(
     leaves = [state_type(**{**blank, **dict(zip(names, arrays))})
               for arrays in zip(*columns)]
     # Zero-size leaves: nothing to step, a zero-size update, the state as is.
-    directions = [jnp.zeros(jnp.shape(g), jnp.result_type(g))
+    directions = [None if jnp.size(g) else
+                  jnp.zeros(jnp.shape(g), jnp.result_type(g))
                   for g in flat_updates]
-    live = [i for i, g in enumerate(flat_updates) if jnp.size(g)]
+    live = [i for i, d in enumerate(directions) if d is None]
     pick = lambda xs: [xs[i] for i in live]
     if tree_kernel is not None:
       stepped = tree_kernel(pick(flat_updates), pick(leaves),

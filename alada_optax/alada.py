@@ -86,7 +86,6 @@ def _unit(factor: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
 class _Leaf(NamedTuple):
   """One leaf's arrays and per-matrix scalars for a step of Algorithm 2."""
 
-  plan: matricize.MatrixPlan
   mu: jax.Array  # M_{t+1}, as stored
   target: jax.Array  # what V squares: M_{t+1} (line 7), or G_t
   p: jax.Array
@@ -151,7 +150,7 @@ def scale_by_alada(
         f'{_NAME}: second_moment must be one of {SECOND_MOMENTS}, got '
         f'{second_moment!r}.')
 
-  def fold(g, state, plan, count) -> _Leaf:
+  def fold(g, state, count) -> _Leaf:
     """Lines 5-7 for one leaf: G folds into M; the leaf's clock; V's target."""
     dtype = _validation.factor_dtype(g.dtype)
     b1_ = jnp.asarray(b1, dtype)
@@ -169,10 +168,10 @@ def scale_by_alada(
       target, v_scale = g, jnp.ones_like(bc1)
     else:  # Line 7: V = M~_{t+1}^2 = (M_{t+1} / bc1)^2.
       target, v_scale = mu, bc1
-    return _Leaf(plan, mu, target, state.p, state.q, state.v0, t0, started,
+    return _Leaf(mu, target, state.p, state.q, state.v0, t0, started,
                  bc1, jnp.asarray(b2, dtype)**tp1, v_scale)
 
-  def refit(leaf: _Leaf, rows: bool):
+  def refit(leaf: _Leaf, plan: matricize.MatrixPlan, rows: bool):
     """Lines 8-18 for one leaf: refits p (``rows``, even steps) or q.
 
     One full-size reduction of ``V`` against the other factor. A matrix
@@ -181,7 +180,6 @@ def scale_by_alada(
     ``q0`` are ``sqrt(v0)``, and the refit from ``sqrt(v0) 1`` follows.
     Returns the new ``(p, q, v0)``.
     """
-    plan = leaf.plan
     dtype = leaf.p.dtype
     b2_, eps_ = jnp.asarray(b2, dtype), jnp.asarray(eps, dtype)
     big = 1 / jnp.finfo(dtype).smallest_normal
@@ -225,9 +223,9 @@ def scale_by_alada(
     kept = jnp.where(started, other, matricize.match_sharding(root, other))
     return (new, kept, v0) if rows else (kept, new, v0)
 
-  def step(leaf: _Leaf, p, q, v0):
+  def step(leaf: _Leaf, plan: matricize.MatrixPlan, p, q, v0):
     """Lines 20-22 for one leaf: the preconditioned, bounded step."""
-    plan, dtype = leaf.plan, leaf.p.dtype
+    dtype = leaf.p.dtype
     expand = plan.expand_batch
     u = plan.expand_rows(p) * plan.expand_cols(q)  # Line 20: U = p q^T.
     # Line 21: U~ = (U - b2^{t+1} v0) / (1 - b2^{t+1}), clamped at 0 (it is
@@ -242,16 +240,16 @@ def scale_by_alada(
     return direction
 
   def update_leaves(gs, states, plans, count):
-    leaves = [fold(g, s, plan, count) for g, s, plan in zip(gs, states, plans)]
+    leaves = [fold(g, s, count) for g, s in zip(gs, states)]
     # Lines 13-18: even steps refit p, odd steps q; one parity, the step
     # count's, for the whole tree: one conditional at most (see _backends).
     refitted = _backends.refit_by_parity(
-        lambda i, arrays, rows: refit(arrays._replace(plan=plans[i]), rows),
-        [leaf._replace(plan=None) for leaf in leaves], count % 2 == 0,
+        lambda i, leaf, rows: refit(leaf, plans[i], rows), leaves,
+        count % 2 == 0,
         reads_gradients=second_moment == 'gradient')
     out = []
-    for leaf, state, (p, q, v0) in zip(leaves, states, refitted):
-      out.append((step(leaf, p, q, v0), state._replace(
+    for leaf, plan, state, (p, q, v0) in zip(leaves, plans, states, refitted):
+      out.append((step(leaf, plan, p, q, v0), state._replace(
           mu=leaf.mu, p=p, q=q, v0=v0, t0=leaf.t0)))
     return out
 
