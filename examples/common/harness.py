@@ -54,8 +54,11 @@ import json
 import math
 import os
 import platform
+import shlex
 import statistics
+import sys
 import time
+import types
 from typing import Any
 from collections.abc import Callable, Mapping, Sequence
 
@@ -582,6 +585,7 @@ def write_report(
   json_path = os.path.join(out_dir, 'results.json')
   with open(json_path, 'w') as f:
     json.dump({'task': task.name, 'metric': task.metric_name,
+               'higher_is_better': task.higher_is_better,
                'extra': dict(extra or {}),
                'trials': [dataclasses.asdict(r) for r in results]}, f, indent=1)
   table_path = os.path.join(out_dir, 'results.md')
@@ -589,6 +593,41 @@ def write_report(
     f.write(format_table(results, task) + '\n')
   return {'json': json_path, 'table': table_path,
           'loss_plot': loss_path, 'memory_plot': mem_path, 'lr_plot': lr_path}
+
+
+def read_report(path: str) -> tuple[list[TrialResult], Any, dict[str, Any]]:
+  """``(results, task, extra)`` of a ``results.json`` that :func:`write_report`
+  wrote; ``task`` carries what :func:`format_table` reads of a :class:`Task`
+  (``metric_name``, ``higher_is_better``, ``name``)."""
+  with open(path, encoding='utf-8') as f:
+    report = json.load(f)
+  task = types.SimpleNamespace(name=report['task'],
+                               metric_name=report['metric'],
+                               higher_is_better=report['higher_is_better'])
+  return ([TrialResult(**t) for t in report['trials']], task,
+          report['extra'])
+
+
+def machine() -> dict[str, Any]:
+  """The CPU, the cores this process may use and the versions it runs."""
+  import flax  # pylint: disable=g-import-not-at-top
+  import jaxlib  # pylint: disable=g-import-not-at-top
+  cpu = platform.processor() or platform.machine()
+  if os.path.exists('/proc/cpuinfo'):
+    with open('/proc/cpuinfo', encoding='utf-8') as f:
+      cpu = next((line.split(':', 1)[1].strip() for line in f
+                  if line.startswith('model name')), cpu)
+  return {'cpu': cpu, 'cpu_cores': len(os.sched_getaffinity(0)),
+          'python': platform.python_version(), 'jax': jax.__version__,
+          'jaxlib': jaxlib.__version__, 'flax': flax.__version__,
+          'optax': optax.__version__}
+
+
+def command() -> str:
+  """The command line this process was started with, as ``python -m ...``."""
+  spec = getattr(sys.modules.get('__main__'), '__spec__', None)
+  start = ['python', '-m', spec.name] if spec else ['python', sys.argv[0]]
+  return shlex.join(start + sys.argv[1:])
 
 
 def learning_rate_grid(config) -> tuple[dict[str, tuple[float, ...]], int]:
@@ -622,6 +661,7 @@ def run_and_report(task: Task, grid, config, workdir: str, *, start: float,
   wall = time.perf_counter() - start
   table = format_table(results, task)
   paths = write_report(results, task, workdir, extra={
+      'command': command(), 'machine': machine(),
       'config': config.to_dict(), 'wall_time_s': wall,
       'device': str(jax.devices()[0]),
       'cpu_cores': len(os.sched_getaffinity(0)),
