@@ -3,12 +3,16 @@
 The states are built by the optimizers' own ``init`` under ``jax.eval_shape``
 (nothing is allocated), so the figures are exactly what a user gets.
 
-    python -m benchmarks.state_bytes
+    python -m benchmarks.state_bytes             # prints the two tables
+    python -m benchmarks.state_bytes --publish   # maintainers: also writes
+                                                 # benchmarks/results/state_bytes.json
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import os
 import sys
 
 import jax
@@ -86,28 +90,38 @@ def state_bytes(opt, params) -> int:
   return tree_bytes(jax.eval_shape(opt.init, params))
 
 
-def table() -> str:
-  rows = ['| model | params (fp32) | ' + ' | '.join(OPTIMIZERS) + ' |',
-          '|---|---:|' + '---:|' * len(OPTIMIZERS)]
-  for name, make in MODELS.items():
-    params = as_params(make())
-    pbytes = tree_bytes(params)
-    cells = []
-    for opt in OPTIMIZERS.values():
-      b = state_bytes(opt, params)
-      cells.append(f'{b / 2**20:,.1f} MiB ({b / pbytes:.3f}x)')
+def table(figures: dict) -> str:
+  """The models' table of :func:`measure`'s figures: MiB, and x the params'."""
+  names = list(next(iter(figures['models'].values()))['state'])
+  rows = ['| model | params (fp32) | ' + ' | '.join(names) + ' |',
+          '|---|---:|' + '---:|' * len(names)]
+  for name, model in figures['models'].items():
+    pbytes = model['params']
+    cells = [f'{b / 2**20:,.1f} MiB ({b / pbytes:.3f}x)'
+             for b in model['state'].values()]
     rows.append(f'| {name} | {pbytes / 2**20:,.1f} MiB | ' + ' | '.join(cells)
                 + ' |')
   return '\n'.join(rows)
 
 
+PUBLISHED = os.path.join(os.path.dirname(os.path.abspath(__file__)),
+                         'results', 'state_bytes.json')
+
+
 def build_parser() -> argparse.ArgumentParser:
-  return argparse.ArgumentParser(
+  parser = argparse.ArgumentParser(
       prog='python -m benchmarks.state_bytes', description=__doc__,
       formatter_class=argparse.RawDescriptionHelpFormatter,
       epilog='Models: ' + ', '.join(MODELS) + '. Prints two markdown tables '
              '(MiB and the ratio to the params\' bytes; then the bytes per '
-             'parameter of every method of the package); writes nothing.')
+             'parameter of every method of the package); writes nothing '
+             'unless --publish.')
+  parser.add_argument(
+      '--publish', action='store_true',
+      help='maintainers: also write every figure, with the versions, to the '
+           'committed benchmarks/results/state_bytes.json that the README\'s '
+           'tables are generated from (python -m benchmarks.figures)')
+  return parser
 
 
 # Every method of the package at its defaults (the README's "Related methods").
@@ -120,26 +134,55 @@ METHODS = {
 }
 
 
-def methods_table() -> str:
+METHOD_SHAPES = {'1024x1024': {'w': (1024, 1024)}, 'GPT-2 small': gpt2_small()}
+
+
+def measure() -> dict:
+  """Every figure of both tables: the bytes of the params and of each state."""
+  models = {}
+  for name, make in MODELS.items():
+    params = as_params(make())
+    models[name] = {'params': tree_bytes(params),
+                    'state': {o: state_bytes(opt, params)
+                              for o, opt in OPTIMIZERS.items()}}
+  trees = {k: as_params(v) for k, v in METHOD_SHAPES.items()}
+  return {
+      'models': models,
+      'method_params': {k: sum(x.size for x in jax.tree.leaves(t))
+                        for k, t in trees.items()},
+      'methods': {name: {k: state_bytes(make(), t) for k, t in trees.items()}
+                  for name, make in METHODS.items()},
+  }
+
+
+def methods_table(figures: dict) -> str:
   """Bytes of optimizer state per fp32 parameter (Adam: 8)."""
-  shapes = {'1024x1024': {'w': (1024, 1024)}, 'GPT-2 small': gpt2_small()}
+  shapes = figures['method_params']
   rows = ['| optimizer | ' + ' | '.join(shapes) + ' |',
           '|---|' + '---:|' * len(shapes)]
-  for name, make in METHODS.items():
-    cells = []
-    for tree in shapes.values():
-      params = as_params(tree)
-      n = sum(x.size for x in jax.tree.leaves(params))
-      cells.append(f'{state_bytes(make(), params) / n:.3f}')
+  for name, state in figures['methods'].items():
+    cells = [f'{state[k] / n:.3f}' for k, n in shapes.items()]
     rows.append(f'| {name} | ' + ' | '.join(cells) + ' |')
   return '\n'.join(rows)
 
 
 def main(argv=None) -> int:
-  build_parser().parse_args(argv)
-  print(table())
+  args = build_parser().parse_args(argv)
+  figures = measure()
+  print(table(figures))
   print('\nBytes of optimizer state per fp32 parameter (Adam: 8):\n')
-  print(methods_table())
+  print(methods_table(figures))
+  if args.publish:
+    from benchmarks import run  # pylint: disable=g-import-not-at-top
+    info = run.machine()
+    figures = {'command': 'python -m benchmarks.state_bytes --publish',
+               'machine': {k: info[k] for k in (
+                   'python', 'jax', 'jaxlib', 'optax', 'date')},
+               **figures}
+    with open(PUBLISHED, 'w', encoding='utf-8') as f:
+      json.dump(figures, f, indent=1)
+      f.write('\n')
+    print(f'\nwrote {PUBLISHED}')
   return 0
 
 
