@@ -26,6 +26,7 @@ from alada_optax import MatrixDimensionNumbers as MDN
 from alada_optax import ScaleByAladaState
 from alada_optax import hlo as hlo_lib
 from alada_optax import sharding as ash
+from examples.sharded import train as sharded_train
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 AXIS_SIZES = {'x': 2, 'y': 4}
@@ -316,20 +317,30 @@ def test_explicit_mesh_axes(checks):
   assert set(explicit['collective_ops']) <= {'all-reduce', 'all-gather'}
 
 
-def test_sharded_example_runs():
-  """examples/sharded (main.py, train.py), small, on 8 simulated devices."""
+def test_sharded_example_runs(tmp_path):
+  """examples/sharded (main.py, train.py), small, on 8 simulated devices:
+  what it prints is what its results.json records."""
   env = dict(os.environ)
   env.pop('JAX_PLATFORMS', None)
   proc = subprocess.run(
       [sys.executable, '-m', 'examples.sharded.main',
        '--config.num_steps=2', '--config.num_layers=1', '--config.width=16',
-       '--config.num_heads=4'],
+       '--config.num_heads=4', f'--workdir={tmp_path}'],
       cwd=REPO, env=env, capture_output=True, text=True, timeout=900,
       check=False)
   assert proc.returncode == 0, proc.stdout + proc.stderr
   assert '8 devices' in proc.stdout
-  assert 'Alada update alone' in proc.stdout
   assert 'step    1  loss' in proc.stdout
+  with open(tmp_path / 'results.json', encoding='utf-8') as f:
+    results = json.load(f)
+  assert results['command'].startswith('python -m examples.sharded.main ')
+  assert results['devices'] == 8 and len(results['losses']) == 2
+  assert f'params: {results["param_bytes"]:,} bytes' in proc.stdout
+  for what, key in (('train step', 'train_step'),
+                    ('Alada update alone', 'update')):
+    assert sharded_train.describe_collectives(what, results[key]) in (
+        proc.stdout.splitlines())
+  assert set(results['update']['by_kind']) == {'all-reduce'}
 
 
 # -- the plain optax pattern, all five optimizers, both mesh modes -----------

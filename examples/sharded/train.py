@@ -14,7 +14,8 @@ stacked leaf are rows, columns and per-matrix batch
 
 It prints the state's layout, the loss, what the compiled step moves between
 devices (parsed from its HLO), and with ``config.check`` the largest
-deviation from the same run on one device.
+deviation from the same run on one device; it writes those figures, with the
+command, the config and the machine, to ``workdir/results.json``.
 
 :func:`start_devices` must run before anything starts a JAX backend: it asks
 for ``config.num_devices`` CPU devices and, with ``config.distributed``, calls
@@ -25,6 +26,9 @@ gathers the params from all of them.
 
 from __future__ import annotations
 
+import json
+import os
+import time
 from typing import Any
 
 import jax
@@ -41,6 +45,7 @@ import alada_optax
 from alada_optax import MatrixDimensionNumbers
 from alada_optax import hlo as alada_hlo
 from alada_optax import sharding as alada_sharding
+from examples.common import harness
 
 STACKED = ('w_heads', 'w_merge', 'w_up', 'w_down', 'scale')
 
@@ -108,18 +113,33 @@ def forward(params: dict[str, jax.Array], x: jax.Array) -> jax.Array:
   return x @ params['readout'].reshape(d, d)
 
 
-def _print_collectives(what: str, hlo: str) -> None:
+def collectives_summary(hlo: str) -> dict[str, Any]:
+  """What a compiled step moves between devices: the collectives by kind,
+  the bytes per device one step moves (the costliest branch of each cond, a
+  loop body as many times as it runs: ``hlo_collective_bytes_per_step``) and
+  the largest collective."""
   collectives = alada_hlo.hlo_collectives(hlo)
   largest = max(collectives, key=lambda c: c.elements, default=None)
   kinds = sorted({c.op for c in collectives})
-  by_kind = ', '.join(
-      f'{sum(c.op == k for c in collectives)} {k}' for k in kinds)
-  print(f'{what}: {len(collectives)} collectives ({by_kind}),'
-        f' {alada_hlo.hlo_collective_bytes_per_step(hlo):,} bytes per'
-        ' device per step (costliest branch of each cond; a loop body'
-        ' counted once); largest: '
-        f'{largest.op if largest else "-"} of'
-        f' {largest.shapes if largest else "-"}')
+  return {
+      'collectives': len(collectives),
+      'by_kind': {k: sum(c.op == k for c in collectives) for k in kinds},
+      'bytes_per_step': alada_hlo.hlo_collective_bytes_per_step(hlo),
+      'largest': None if largest is None else {
+          'op': largest.op, 'shapes': [[d, list(shape)]
+                                       for d, shape in largest.shapes]},
+  }
+
+
+def describe_collectives(what: str, summary: dict[str, Any]) -> str:
+  """One line of :func:`collectives_summary`'s figures."""
+  by_kind = ', '.join(f'{n} {k}' for k, n in summary['by_kind'].items())
+  big = summary['largest']
+  shapes = tuple((d, tuple(shape)) for d, shape in big['shapes']) if big else '-'
+  return (f'{what}: {summary["collectives"]} collectives ({by_kind}),'
+          f' {summary["bytes_per_step"]:,} bytes per device per step'
+          ' (costliest branch of each cond; a loop body as many times as it'
+          f' runs); largest: {big["op"] if big else "-"} of {shapes}')
 
 
 def _to_host(tree: Any) -> Any:
@@ -137,11 +157,17 @@ def _max_rel_dev(a: Any, b: Any) -> float:
       for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)))
 
 
-def train_and_evaluate(config: ml_collections.ConfigDict) -> list[float]:
+def train_and_evaluate(config: ml_collections.ConfigDict,
+                       workdir: str | None = None) -> dict[str, Any]:
   """Trains on the mesh, printing layout, collectives and losses.
 
-  Call :func:`start_devices` first. Returns the loss of every step.
+  Call :func:`start_devices` first. Returns the figures it printed (the
+  collectives of the train step and of Alada's update alone, the params'
+  bytes, the loss of every step, the deviation from one device with
+  ``config.check``), which it also writes to ``workdir/results.json`` (from
+  process 0; not written without a ``workdir``).
   """
+  start = time.perf_counter()
   data, model = config.mesh_shape
   mesh = jax.make_mesh((data, model), ('data', 'model'),
                        axis_types=(AxisType.Auto,) * 2)
@@ -201,10 +227,15 @@ def train_and_evaluate(config: ml_collections.ConfigDict) -> list[float]:
                    out_shardings=(params_sh, state_sh))
   param_bytes = sum(x.nbytes for x in jax.tree.leaves(params))
   print(f'params: {param_bytes:,} bytes in all')
-  _print_collectives('train step', compiled.as_text())
-  _print_collectives(
-      'Alada update alone',
-      update.lower(params, opt_state, params).compile().as_text())
+  figures = {
+      'devices': jax.device_count(), 'mesh': dict(mesh.shape),
+      'param_bytes': param_bytes,
+      'train_step': collectives_summary(compiled.as_text()),
+      'update': collectives_summary(
+          update.lower(params, opt_state, params).compile().as_text()),
+  }
+  print(describe_collectives('train step', figures['train_step']))
+  print(describe_collectives('Alada update alone', figures['update']))
 
   # The start, for the one-device run (a copy: the step donates its inputs).
   keep = _to_host((params, opt_state)) if config.check else None
@@ -218,13 +249,25 @@ def train_and_evaluate(config: ml_collections.ConfigDict) -> list[float]:
     if t % max(1, config.num_steps // 10) == 0 or t == config.num_steps - 1:
       print(f'step {t:4d}  loss {losses[-1]:.5f}')
 
+  figures['losses'] = losses
+  figures['max_rel_dev_one_device'] = None
   if config.check:
     one = jax.jit(train_step)
     p1, s1 = keep
     for t in range(config.num_steps):
       p1, s1, _ = one(p1, s1, *batch(t))
     dev = _max_rel_dev(_to_host(params), p1)
+    figures['max_rel_dev_one_device'] = dev
     print(f'max deviation, {jax.device_count()} devices vs 1 device, after'
           f' {config.num_steps} steps: {dev:.3g} (relative to each leaf\'s'
           ' max)')
-  return losses
+  figures['wall_time_s'] = time.perf_counter() - start
+  if workdir and jax.process_index() == 0:
+    os.makedirs(workdir, exist_ok=True)
+    path = os.path.join(workdir, 'results.json')
+    with open(path, 'w', encoding='utf-8') as f:
+      json.dump({'command': harness.command(), 'machine': harness.machine(),
+                 'config': config.to_dict(), **figures}, f, indent=1)
+      f.write('\n')
+    print(f'wrote {path}')
+  return figures
