@@ -1,8 +1,12 @@
 """The benchmark suite, in one command.
 
-    python -m benchmarks.run                 # full suite (12-14 min on 2 CPU cores)
-    python -m benchmarks.run --quick         # small shapes: a smoke run (~2 min)
+    python -m benchmarks.run                 # the full suite
+    python -m benchmarks.run --quick         # small shapes: a smoke run
     python -m benchmarks.run --publish       # maintainers: refresh benchmarks/results/
+
+Each run records its wall time and machine in its results.json (``seconds``,
+``machine``) and on results.md's first line; the committed
+``benchmarks/results/`` has the last published full run's.
 
 For each optimizer (SGD+momentum as the floor, Adam, Adafactor with and
 without momentum, Alada with fp32 and bf16 momentum) it measures
