@@ -296,8 +296,8 @@ def markdown(results, info, args, seconds) -> str:
                 'to it. Below that floor only a smaller M helps '
                 '(`mu_dtype=jnp.bfloat16`). Folding the gradient into M inside '
                 'the backward pass does not lower it: see '
-                'docs/benchmarks_in_backward.md '
-                '(`python -m benchmarks.in_backward`).']
+                'docs/research/in_backward.md '
+                '(`python -m benchmarks.research.in_backward`).']
     lines += ['']
   return '\n'.join(lines)
 

@@ -13,7 +13,6 @@ import sys
 import pytest
 
 from benchmarks import collectives
-from benchmarks import in_backward
 from benchmarks import run
 from benchmarks import state_bytes
 from examples.sharded.configs import default as sharded_config
@@ -89,9 +88,8 @@ class _Peak:
 
 
 @pytest.mark.parametrize('parser', [
-    run.build_parser(), state_bytes.build_parser(), in_backward.build_parser(),
-    collectives.build_parser()],
-    ids=['run', 'state_bytes', 'in_backward', 'collectives'])
+    run.build_parser(), state_bytes.build_parser(), collectives.build_parser()],
+    ids=['run', 'state_bytes', 'collectives'])
 def test_every_flag_is_documented(parser, capsys):
   for action in parser._actions:  # pylint: disable=protected-access
     assert action.help, f'{parser.prog}: {action.option_strings} has no help'
@@ -190,36 +188,3 @@ def test_readme_test_command_is_what_ci_runs():
   with open(os.path.join(REPO, '.ci', 'run'), encoding='utf-8') as f:
     ci = [line.strip() for line in f if line.strip() and not line.startswith('#')]
   assert ci[-1] == command
-
-
-def test_quick_safeguard_benchmark(tmp_path):
-  """benchmarks.safeguard --quick --yardsticks: its tables, under out/, checkout clean."""
-  before = _git_status()
-  proc = subprocess.run(
-      [sys.executable, '-m', 'benchmarks.safeguard', '--quick', '--yardsticks'],
-      cwd=tmp_path, env=_env(), capture_output=True, text=True, timeout=600)
-  assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-  out = tmp_path / 'out' / 'safeguard'
-  report = (out / 'safeguard.md').read_text()
-  rows = {line.split('|')[1].strip(): line for line in report.splitlines()
-          if line.startswith('| alada')}
-  # The default bounds the rare row's steps; the paper's mode does not.
-  rare = [line for line in report.splitlines()[:8] if line.startswith('| alada')]
-  assert rare[0].split('|')[2].strip() == '1', rare
-  assert float(rare[1].split('|')[2]) > 1, rare
-  assert {'alada', 'alada (paper)'} <= set(rows)
-  # The LM sweep's summary (benchmarks.lr_robustness) is in the report.
-  assert '| optimizer | best (lr) | tied with it |' in report
-  # --yardsticks: the rank-one floors swept, each worst measured against one.
-  assert '| adam (rank-one fit) |' in report
-  assert ' worse than adam / adam (rank-one fit' in report
-  assert (out / 'safeguard.png').is_file() and (out / 'safeguard.json').is_file()
-  # The update's timing pools two copies of each program and states their
-  # spread (the noise floor of the ratios).
-  update = json.loads((out / 'safeguard.json').read_text())['update']
-  assert update['copies'] == 2 and update['aa_spread'] >= 0
-  assert all(len(r['copies_median_s']) == 2 for r in update['rows'].values())
-  assert 'Two copies of one program differed by up to' in report
-  after = _git_status()
-  if before is not None:
-    assert after == before, f'the run changed the checkout:\n{after}'

@@ -69,7 +69,7 @@ import optax
 from flax import nnx
 
 import alada_optax
-from examples.common import rank_one_adam
+from benchmarks.research import rank_one_adam
 
 
 def _adam(learning_rate: optax.ScalarOrSchedule) -> optax.GradientTransformation:

@@ -1,11 +1,11 @@
 """How forgiving each optimizer is about its learning rate, with the noise.
 
-    python -m benchmarks.lr_robustness out/causal_lm_lr_sweep/results.json \
+    python -m benchmarks.research.lr_robustness out/causal_lm_lr_sweep/results.json \
         out/causal_lm_lr_half/results.json     # any number of the examples'
                                                # results.json, merged
 
 Reads learning-rate sweeps (the examples' ``results.json``, or the benchmark
-LM's rows from :mod:`benchmarks.safeguard`) measured on a grid of
+LM's rows from :mod:`benchmarks.research.safeguard`) measured on a grid of
 quarter-decade steps (1, 1.7, 3, 5.5, 10, ...) and answers, for every
 optimizer against a reference (Adam):
 
@@ -25,7 +25,7 @@ optimizer against a reference (Adam):
   and, given ``floor`` (``--floor``), than the floor's: in accuracy points,
   or nats (the log ratio of perplexities, the difference of losses in
   nats). The floor is a yardstick for a kind of optimizer, e.g. Adam with
-  an exact rank-one second moment (``examples/common/rank_one_adam.py``)
+  an exact rank-one second moment (``benchmarks/research/rank_one_adam.py``)
   for Alada.
 
 The standard error of one run is taken from its seeds; a task with one seed
@@ -315,7 +315,7 @@ def plot(curves: dict[str, Curve], path: str, ylabel: str, title: str,
 
 def main(argv=None) -> int:
   parser = argparse.ArgumentParser(
-      prog='python -m benchmarks.lr_robustness',
+      prog='python -m benchmarks.research.lr_robustness',
       description='Best, ties, centred-grid worst and the lr mapping of '
       'learning-rate sweeps (the examples\' results.json files, merged).')
   parser.add_argument('results', nargs='+', help='results.json files')

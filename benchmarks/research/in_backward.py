@@ -18,8 +18,8 @@ see ``python -m benchmarks.run``):
   threaded through the two backward rules, so that each partial gradient is
   folded into M as soon as it is produced instead of being summed first.
 
-    python -m benchmarks.in_backward            # GPT-2-small-shaped and MLP
-    python -m benchmarks.in_backward --small    # small shapes (seconds)
+    python -m benchmarks.research.in_backward   # GPT-2-small-shaped and MLP
+    python -m benchmarks.research.in_backward --small   # small shapes (seconds)
 
 It also checks on concrete values that the three steps give the same update.
 """
@@ -151,7 +151,7 @@ def max_difference(model, steps) -> float:
 
 def build_parser() -> argparse.ArgumentParser:
   parser = argparse.ArgumentParser(
-      prog='python -m benchmarks.in_backward', description=__doc__,
+      prog='python -m benchmarks.research.in_backward', description=__doc__,
       formatter_class=argparse.RawDescriptionHelpFormatter)
   parser.add_argument('--small', action='store_true',
                       help='small shapes (seconds instead of minutes); also '

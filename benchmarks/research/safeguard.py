@@ -1,9 +1,9 @@
 """Alada's default step bound against the paper's Algorithm 2, and against Adam.
 
-    python -m benchmarks.safeguard              # ~5 min on 2 CPU cores
-    python -m benchmarks.safeguard --quick      # smoke run: one seed, short
-    python -m benchmarks.safeguard --candidates # + bounds 2, 3.16; G^2 with 1, 2, none; G^2, b2 .85 (~13 min)
-    python -m benchmarks.safeguard --yardsticks # + the rank-one yardsticks (~+4 min)
+    python -m benchmarks.research.safeguard               # ~5 min on 2 CPU cores
+    python -m benchmarks.research.safeguard --quick       # smoke run: one seed, short
+    python -m benchmarks.research.safeguard --candidates  # + bounds 2, 3.16; G^2 with 1, 2, none; G^2, b2 .85 (~13 min)
+    python -m benchmarks.research.safeguard --yardsticks  # + the rank-one yardsticks (~+4 min)
 
 Four measurements, each for Adam (``optax.adam``, b2 = 0.999), the default
 ``alada`` (``step_bound=1``) and the paper's Algorithm 2
@@ -27,12 +27,12 @@ Four measurements, each for Adam (``optax.adam``, b2 = 0.999), the default
   of :mod:`benchmarks.methods` (2 blocks, d = 128), 200 steps of batch 8 x 32
   bytes on the movie-review sentences, held-out loss in nats per byte on an
   11-point grid of quarter-decade steps from 3e-5 to 1e-2, for four batch
-  orders (seeds), summarised by :mod:`benchmarks.lr_robustness` (best and
-  its ties, centred-grid worst, Alada at Adam's best / 3 and / 2); and,
+  orders (seeds), summarised by :mod:`benchmarks.research.lr_robustness`
+  (best and its ties, centred-grid worst, Alada at Adam's best / 3 and / 2); and,
   over the run, the mean per-entry step ``|update| / lr`` and the fraction
   of entries with ``|update| >= lr`` (for the default Alada: where the bound
   acts). ``--yardsticks`` adds Adam dividing by the best rank-one fit of its
-  own second moment (:mod:`examples.common.rank_one_adam`: least squares,
+  own second moment (:mod:`benchmarks.research.rank_one_adam`: least squares,
   Adafactor's fit, and least squares with Alada's bound of 1): yardsticks
   for what a rank-one second moment does, and each optimizer's centred-grid
   worst against the most robust of them.
@@ -56,10 +56,10 @@ import optax
 
 import alada_optax
 from benchmarks import harness
-from benchmarks import lr_robustness
 from benchmarks import methods as methods_lib
 from benchmarks import models as models_lib
-from examples.common import rank_one_adam
+from benchmarks.research import lr_robustness
+from benchmarks.research import rank_one_adam
 
 OPTIMIZERS = {
     'adam': lambda learning_rate: optax.adam(learning_rate),
@@ -82,7 +82,7 @@ CANDIDATES = {
     'alada (G^2, no bound)': lambda learning_rate: alada_optax.alada(
         learning_rate, second_moment='gradient', step_bound=None),
     # A faster-decaying G^2 fit: b2 0.85 instead of the paper's 0.9, bound 2
-    # (docs/safeguard.md, "A faster-decaying G^2 fit").
+    # (docs/research/safeguard.md, "A faster-decaying G^2 fit").
     'alada (G^2, b2 0.85, bound 2)': lambda learning_rate: alada_optax.alada(
         learning_rate, b2=0.85, second_moment='gradient', step_bound=2.0),
 }
@@ -229,7 +229,7 @@ def _curve(runs) -> lr_robustness.Curve:
 
 
 def curves(lm: dict[str, Any]) -> dict[str, lr_robustness.Curve]:
-  """The LM sweep as :class:`benchmarks.lr_robustness.Curve` per optimizer."""
+  """The LM sweep as :class:`benchmarks.research.lr_robustness.Curve` per optimizer."""
   return {name: _curve(runs) for name, runs in lm['rows'].items()}
 
 
@@ -293,7 +293,7 @@ def plot(res: dict[str, Any], path: str) -> None:
 
 def main(argv=None) -> int:
   parser = argparse.ArgumentParser(
-      prog='python -m benchmarks.safeguard',
+      prog='python -m benchmarks.research.safeguard',
       description="Alada's default step bound vs the paper's Algorithm 2 and "
       'Adam: a rare embedding row, optax\'s matrix_parabola, and a '
       'learning-rate sweep on a small LM.')

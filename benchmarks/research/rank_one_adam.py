@@ -5,9 +5,10 @@ no memory at all, and divides each matrix's momentum by the rank-one matrix
 closest to Adam's bias-corrected second moment, over the matrix view Alada
 uses (eq. (12)). It has none of Alada's approximations: no fitting lag, no
 stale factor, no ``M~^2`` target, the fit recomputed exactly at every step.
-``docs/safeguard.md`` uses it as a yardstick in the learning-rate robustness
-check: where it falls off as fast as Alada above its best learning rate, the
-rank-one preconditioner, not Alada's way of fitting it, is what falls off.
+``docs/research/safeguard.md`` uses it as a yardstick in the learning-rate
+robustness check: where it falls off as fast as Alada above its best learning
+rate, the rank-one preconditioner, not Alada's way of fitting it, is what
+falls off.
 It is not an upper bound on every rank-one method (a bound on the step, or
 another decay rate, changes how one falls off).
 

@@ -1,11 +1,11 @@
-"""benchmarks.lr_robustness: ties, centred grids and the lr mapping."""
+"""benchmarks.research.lr_robustness: ties, centred grids and the lr mapping."""
 
 import json
 import math
 
 import pytest
 
-from benchmarks import lr_robustness
+from benchmarks.research import lr_robustness
 
 GRID = (3e-5, 5.5e-5, 1e-4, 1.7e-4, 3e-4, 5.5e-4, 1e-3, 1.7e-3, 3e-3, 5.5e-3,
         1e-2)

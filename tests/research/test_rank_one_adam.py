@@ -1,4 +1,4 @@
-"""The rank-one-Adam yardstick (examples/common/rank_one_adam.py)."""
+"""The rank-one-Adam yardstick (benchmarks/research/rank_one_adam.py)."""
 
 import jax
 import jax.numpy as jnp
@@ -6,7 +6,7 @@ import numpy as np
 import optax
 import pytest
 
-from examples.common import rank_one_adam
+from benchmarks.research import rank_one_adam
 
 
 def _positive(shape, seed):
