@@ -203,8 +203,29 @@ def test_harness_stops_a_diverged_trial():
     'examples.causal_lm.configs.smollm2',
 ])
 def test_every_config_has_a_grid_for_every_registered_optimizer(config_module):
-  """``--config.optimizers`` may name any optimizer of the registry."""
+  """``--config.optimizers`` may name any of the product's optimizers; the
+  research variants are not on offer (their configs: tests/research/)."""
   config = importlib.import_module(config_module).get_config()
   assert set(config.learning_rates) == set(harness.OPTIMIZERS)
   lengths = {len(config.learning_rates[name]) for name in harness.OPTIMIZERS}
   assert len(lengths) == 1  # the harness runs grids of one length
+  assert not config.research
+
+
+def test_the_registry_offers_the_products_optimizers():
+  """Adam, Adafactor, Alada and Alada as Algorithm 2; the research variants
+  only under a research config, and asking for one without it says so."""
+  assert list(harness.OPTIMIZERS) == ['adam', 'adafactor', 'alada', 'alada_paper']
+  assert not set(harness.RESEARCH_OPTIMIZERS) & set(harness.OPTIMIZERS)
+  for name in harness.RESEARCH_OPTIMIZERS:
+    with pytest.raises(ValueError, match=f"'{name}' is a research variant"):
+      harness.make_optimizer(name, 1e-3)
+  config = default_config.get_config()
+  config.optimizers = ('adam', 'adam_rank_one')
+  with pytest.raises(ValueError, match=(
+      "'adam_rank_one' is a research variant.*"
+      '--config=examples/text_classification/configs/research.py')):
+    harness.learning_rate_grid(config, train.RESEARCH_CONFIG)
+  config.optimizers = ('adam', 'nope')
+  with pytest.raises(ValueError, match="unknown optimizer 'nope'"):
+    harness.learning_rate_grid(config)

@@ -38,6 +38,8 @@ from examples.causal_lm import model as model_lib
 from examples.common import harness
 
 EOT = '<|endoftext|>'  # document separator; id 0 in both tokenizers.
+# The config that also offers the research variants (harness.RESEARCH_OPTIMIZERS).
+RESEARCH_CONFIG = 'examples/causal_lm/configs/research.py'
 
 
 # ----------------------------------------------------------------------------
@@ -260,7 +262,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     starting model's record) and 'wall_time_s'.
   """
   start = time.perf_counter()
-  grid, per_optimizer = harness.learning_rate_grid(config)
+  grid, per_optimizer = harness.learning_rate_grid(config, RESEARCH_CONFIG)
   task, data, info = make_task(config, workdir)
   start_ppl = task.evaluate(task.make_model())
   print(f'Fine-tuning on review sentences: {data.train.num_tokens:,} training tokens'

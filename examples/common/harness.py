@@ -69,7 +69,6 @@ import optax
 from flax import nnx
 
 import alada_optax
-from benchmarks.research import rank_one_adam
 
 
 def _adam(learning_rate: optax.ScalarOrSchedule) -> optax.GradientTransformation:
@@ -93,63 +92,71 @@ def _alada_paper(learning_rate: optax.ScalarOrSchedule) -> optax.GradientTransfo
   return alada_optax.alada(learning_rate, b1=0.9, b2=0.9, step_bound=None)
 
 
-def _alada_gradient(learning_rate: optax.ScalarOrSchedule) -> optax.GradientTransformation:
-  # The factors fit G^2 (the paper's Section III), with the default bound.
-  return alada_optax.alada(learning_rate, b1=0.9, b2=0.9,
-                           second_moment='gradient')
-
-
-def _alada_gradient_b2_085(learning_rate: optax.ScalarOrSchedule) -> optax.GradientTransformation:
-  # A faster-decaying G^2 fit with a looser bound: b2 0.85 (the paper's is
-  # 0.9), step_bound 2 (docs/safeguard.md, "A faster-decaying G^2 fit").
-  return alada_optax.alada(learning_rate, b1=0.9, b2=0.85,
-                           second_moment='gradient', step_bound=2.0)
-
-
-def _adam_rank_one(learning_rate: optax.ScalarOrSchedule) -> optax.GradientTransformation:
-  # A yardstick, not a memory saver: Adam dividing by the least-squares
-  # rank-one fit of its own full second moment (rank_one_adam.py).
-  return rank_one_adam.rank_one_adam(learning_rate, b1=0.9, b2=0.999, eps=1e-8)
-
-
-def _adam_rank_one_sums(learning_rate: optax.ScalarOrSchedule) -> optax.GradientTransformation:
-  # The same with Adafactor's fit r c^T / sum(r) of Adam's second moment.
-  return rank_one_adam.rank_one_adam(learning_rate, b1=0.9, b2=0.999, eps=1e-8,
-                                     fit='sums')
-
-
-def _adam_rank_one_bounded(learning_rate: optax.ScalarOrSchedule) -> optax.GradientTransformation:
-  # The least-squares yardstick with Alada's default bound: no entry steps
-  # further than 1 x lr.
-  return rank_one_adam.rank_one_adam(learning_rate, b1=0.9, b2=0.999, eps=1e-8,
-                                     step_bound=1.0)
-
-
 OPTIMIZERS: dict[str, Callable[[optax.ScalarOrSchedule], optax.GradientTransformation]] = {
     'adam': _adam,
     'adafactor': _adafactor,
     'alada': _alada,
     'alada_paper': _alada_paper,
-    'alada_gradient': _alada_gradient,
-    'alada_gradient_b2_085': _alada_gradient_b2_085,
-    'adam_rank_one': _adam_rank_one,
-    'adam_rank_one_sums': _adam_rank_one_sums,
-    'adam_rank_one_bounded': _adam_rank_one_bounded,
 }
-"""Optimizer name -> ``factory(learning_rate)``; no weight decay for any."""
+"""The product's optimizers: name -> ``factory(learning_rate)``; no weight
+decay for any. What every example offers by default."""
+
+RESEARCH_OPTIMIZERS: tuple[str, ...] = (
+    'alada_gradient', 'alada_gradient_b2_085',
+    'adam_rank_one', 'adam_rank_one_sums', 'adam_rank_one_bounded')
+"""The research variants' names (:mod:`benchmarks.research.optimizers`):
+offered only under a research config (``config.research = True``, each
+example's ``configs/research.py``), imported only then."""
+
+
+def optimizers(
+    research: bool = False,
+) -> dict[str, Callable[[optax.ScalarOrSchedule], optax.GradientTransformation]]:
+  """:data:`OPTIMIZERS`, and with ``research`` the research variants too.
+
+  The research variants are imported from :mod:`benchmarks.research` only
+  when asked for (run from the repository root, where ``benchmarks`` is).
+  """
+  if not research:
+    return dict(OPTIMIZERS)
+  from benchmarks.research import optimizers as research_optimizers  # pylint: disable=g-import-not-at-top
+  return {**OPTIMIZERS, **research_optimizers.OPTIMIZERS}
+
+
+def check_optimizers(names: Sequence[str], research: bool = False,
+                     research_config: str = '') -> None:
+  """Raises a ValueError naming the first of ``names`` not on offer.
+
+  Args:
+    names: optimizer names asked for.
+    research: whether the research variants are on offer.
+    research_config: the example's research config, named in the error.
+  """
+  for name in names:
+    if name in OPTIMIZERS or (research and name in RESEARCH_OPTIMIZERS):
+      continue
+    if name in RESEARCH_OPTIMIZERS:
+      how = (f'--config={research_config}' if research_config else
+             "a config with research=True (each example's configs/research.py)")
+      raise ValueError(
+          f'optimizer {name!r} is a research variant '
+          '(benchmarks.research.optimizers), not one of the optimizers the '
+          f'examples offer by default ({", ".join(OPTIMIZERS)}); run it with '
+          f'the research config: {how}')
+    raise ValueError(
+        f'unknown optimizer {name!r}; choose from {", ".join(OPTIMIZERS)}'
+        + (f', {", ".join(RESEARCH_OPTIMIZERS)}' if research else
+           f' (research variants, with the research config: '
+           f'{", ".join(RESEARCH_OPTIMIZERS)})'))
 
 
 def make_optimizer(
-    name: str, learning_rate: optax.ScalarOrSchedule
+    name: str, learning_rate: optax.ScalarOrSchedule, *, research: bool = False
 ) -> optax.GradientTransformation:
-  """The optimizer called ``name`` in :data:`OPTIMIZERS`."""
-  try:
-    factory = OPTIMIZERS[name]
-  except KeyError:
-    raise ValueError(
-        f'unknown optimizer {name!r}; choose from {sorted(OPTIMIZERS)}'
-    ) from None
-  return factory(learning_rate)
+  """The optimizer called ``name``: one of :data:`OPTIMIZERS`, or with
+  ``research`` also of :data:`RESEARCH_OPTIMIZERS`."""
+  check_optimizers([name], research)
+  return optimizers(research and name in RESEARCH_OPTIMIZERS)[name](learning_rate)
 
 
 def make_schedule(
@@ -313,14 +320,18 @@ def run_trial(
     warmup_steps: int,
     eval_every: int = 0,
     progress: bool = True,
+    research: bool = False,
 ) -> TrialResult:
-  """Fine-tunes a fresh ``task.make_model()`` with one optimizer and peak lr."""
+  """Fine-tunes a fresh ``task.make_model()`` with one optimizer and peak lr.
+
+  ``research``: also offer the research variants (:func:`make_optimizer`).
+  """
   start = time.perf_counter()
   model = task.make_model()
   graphdef, params, frozen = nnx.split(model, task.trainable, ...)
   del model
   schedule = make_schedule(learning_rate, num_steps, warmup_steps)
-  tx = make_optimizer(optimizer, schedule)
+  tx = make_optimizer(optimizer, schedule, research=research)
   opt_state = tx.init(params)
   step_fn = make_train_step(graphdef, task.loss_fn, tx, step_stats=True)
   compiled = step_fn.lower(params, opt_state, frozen, task.train_batch(0),
@@ -391,6 +402,7 @@ def run_grid(
     warmup_steps: int,
     eval_every: int = 0,
     progress: bool = True,
+    research: bool = False,
 ) -> list[TrialResult]:
   """:func:`run_trial` for every optimizer and each of its learning rates.
 
@@ -402,14 +414,16 @@ def run_grid(
     warmup_steps: linear warmup steps of the schedule.
     eval_every: also evaluate every this many steps (0: only at the end).
     progress: show a tqdm progress bar per trial.
+    research: also offer the research variants (:data:`RESEARCH_OPTIMIZERS`).
 
   Returns:
     One :class:`TrialResult` per trial, in grid order.
   """
+  check_optimizers(list(grid), research)
   return [
       run_trial(
           task, name, lr, num_steps=num_steps, warmup_steps=warmup_steps,
-          eval_every=eval_every, progress=progress,
+          eval_every=eval_every, progress=progress, research=research,
       )
       for name, lrs in grid.items()
       for lr in lrs
@@ -630,13 +644,24 @@ def command() -> str:
   return shlex.join(start + sys.argv[1:])
 
 
-def learning_rate_grid(config) -> tuple[dict[str, tuple[float, ...]], int]:
+def learning_rate_grid(
+    config, research_config: str = ''
+) -> tuple[dict[str, tuple[float, ...]], int]:
   """``config.learning_rates`` of ``config.optimizers``, and the count each.
 
+  Args:
+    config: the example's config; ``config.research`` (default False) offers
+      the research variants too.
+    research_config: the example's research config, named in the error when
+      a research variant is asked for without it.
+
   Raises:
-    ValueError: the optimizers do not all get the same number of rates (an
-      uneven comparison).
+    ValueError: an optimizer is not on offer (a research variant without the
+      research config), or the optimizers do not all get the same number of
+      rates (an uneven comparison).
   """
+  check_optimizers(config.optimizers, config.get('research', False),
+                   research_config)
   grid = {name: tuple(config.learning_rates[name]) for name in config.optimizers}
   sizes = {len(lrs) for lrs in grid.values()}
   if len(sizes) != 1:
@@ -657,6 +682,7 @@ def run_and_report(task: Task, grid, config, workdir: str, *, start: float,
       task, grid, num_steps=config.num_steps,
       warmup_steps=int(config.warmup_fraction * config.num_steps),
       eval_every=config.eval_every, progress=config.progress,
+      research=config.get('research', False),
   )
   wall = time.perf_counter() - start
   table = format_table(results, task)

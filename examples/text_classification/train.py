@@ -36,6 +36,8 @@ from examples.text_classification import input_pipeline
 from examples.text_classification import model as model_lib
 
 NUM_CLASSES = 2
+# The config that also offers the research variants (harness.RESEARCH_OPTIMIZERS).
+RESEARCH_CONFIG = 'examples/text_classification/configs/research.py'
 
 
 def loss_fn(model: model_lib.Classifier, batch: dict[str, Any]) -> jax.Array:
@@ -107,8 +109,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     written) and 'wall_time_s'.
   """
   start = time.perf_counter()
+  grid, per_optimizer = harness.learning_rate_grid(config, RESEARCH_CONFIG)
   task, data = make_task(config)
-  grid, per_optimizer = harness.learning_rate_grid(config)
   print(f'{len(data.train)} training / {len(data.test)} held-out sentences;'
         f' {len(grid)} optimizers x {per_optimizer} learning rates x {config.num_steps} steps'
         f' of batch {config.batch_size} x {config.max_length} tokens', flush=True)

@@ -73,12 +73,9 @@ def get_config() -> ml_collections.ConfigDict:
       'adafactor': (1e-2, 3e-2, 1e-1),  # relative to each parameter's RMS (optax default).
       'alada': (1e-3, 3e-3, 1e-2),
       'alada_paper': (1e-3, 3e-3, 1e-2),  # step_bound=None: the paper's Algorithm 2.
-      'alada_gradient': (1e-3, 3e-3, 1e-2),  # second_moment='gradient': Adam's rates.
-      'alada_gradient_b2_085': (1e-3, 3e-3, 1e-2),  # ... with b2 0.85 and step_bound 2.
-      # Yardsticks with Adam's full state, not memory savers (docs/safeguard.md):
-      'adam_rank_one': (1e-3, 3e-3, 1e-2),  # Adam / the best rank-one fit of its own nu.
-      'adam_rank_one_sums': (1e-3, 3e-3, 1e-2),  # the same, Adafactor's fit of it.
-      'adam_rank_one_bounded': (1e-3, 3e-3, 1e-2),  # ... with Alada's default bound of 1.
   })
+  # Also offer the research variants (benchmarks.research.optimizers); set by
+  # configs/research.py, which also gives them grids.
+  config.research = False
   config.progress = True  # tqdm progress bars.
   return config

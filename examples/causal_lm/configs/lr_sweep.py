@@ -21,12 +21,6 @@ def get_config():
   config.learning_rates.adafactor = (1e-3, 3e-3, 1e-2, 3e-2, 1e-1, 3e-1)
   config.learning_rates.alada = grid
   config.learning_rates.alada_paper = grid
-  # Not swept by default: alada(..., second_moment='gradient'), and the
-  # rank-one yardsticks (Adam's full state), e.g.
-  # "--config.optimizers=('alada_gradient','adam_rank_one')" (docs/safeguard.md).
-  config.learning_rates.alada_gradient = grid
-  config.learning_rates.alada_gradient_b2_085 = grid
-  config.learning_rates.adam_rank_one = grid
-  config.learning_rates.adam_rank_one_sums = grid
-  config.learning_rates.adam_rank_one_bounded = grid
+  # The research variants (alada with second_moment='gradient', the rank-one
+  # yardsticks) on this grid: configs/research.py.
   return config

@@ -29,10 +29,5 @@ def get_config():
       'adafactor': (3e-4, 1e-3, 3e-3),  # relative to each parameter's RMS (optax default).
       'alada': (1e-5, 3e-5, 1e-4),
       'alada_paper': (1e-5, 3e-5, 1e-4),  # step_bound=None: the paper's Algorithm 2.
-      'alada_gradient': (1e-5, 3e-5, 1e-4),  # second_moment='gradient'.
-      'alada_gradient_b2_085': (1e-5, 3e-5, 1e-4),  # ... with b2 0.85 and step_bound 2.
-      'adam_rank_one': (1e-5, 3e-5, 1e-4),  # yardsticks (docs/safeguard.md).
-      'adam_rank_one_sums': (1e-5, 3e-5, 1e-4),
-      'adam_rank_one_bounded': (1e-5, 3e-5, 1e-4),  # ... with Alada's default bound of 1.
   })
   return config

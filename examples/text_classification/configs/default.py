@@ -37,14 +37,11 @@ def get_config() -> ml_collections.ConfigDict:
   config.learning_rates = ml_collections.ConfigDict({
       'adam': (3e-5, 1e-4),
       'adafactor': (1e-3, 3e-3),  # relative to each parameter's RMS (optax default).
-      'alada': (3e-5, 1e-4),  # a third of Adam's best, and Adam's best (see README: start at half).
+      'alada': (3e-5, 1e-4),  # Adam's grid: either side of the README's rule, half of Adam's best.
       'alada_paper': (3e-5, 1e-4),  # step_bound=None: the paper's Algorithm 2.
-      'alada_gradient': (3e-5, 1e-4),  # second_moment='gradient': Adam's rates.
-      'alada_gradient_b2_085': (3e-5, 1e-4),  # ... with b2 0.85 and step_bound 2.
-      # Yardsticks with Adam's full state, not memory savers (docs/safeguard.md):
-      'adam_rank_one': (3e-5, 1e-4),  # Adam / the best rank-one fit of its own nu.
-      'adam_rank_one_sums': (3e-5, 1e-4),  # the same, Adafactor's fit of it.
-      'adam_rank_one_bounded': (3e-5, 1e-4),  # ... with Alada's default bound of 1.
   })
+  # Also offer the research variants (benchmarks.research.optimizers); set by
+  # configs/research.py, which also gives them grids.
+  config.research = False
   config.progress = True  # tqdm progress bars.
   return config

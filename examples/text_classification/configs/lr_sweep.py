@@ -7,7 +7,7 @@
 Adam, Alada (default ``step_bound=1``) and Alada as the paper's Algorithm 2
 (``step_bound=None``) on one grid, a factor ~3 apart, that covers Adam's best
 and Alada's documented starting rate (half of Adam's best: the half-steps
-between these points are in docs/safeguard.md); Adafactor on its
+between these points are in docs/research/safeguard.md); Adafactor on its
 own scale (its steps are relative to each parameter's RMS).
 """
 
@@ -22,12 +22,6 @@ def get_config():
   config.learning_rates.adafactor = (3e-4, 1e-3, 3e-3, 1e-2, 3e-2)
   config.learning_rates.alada = grid
   config.learning_rates.alada_paper = grid
-  # Not swept by default: alada(..., second_moment='gradient'), and the
-  # rank-one yardsticks (Adam's full state), e.g.
-  # "--config.optimizers=('alada_gradient','adam_rank_one')" (docs/safeguard.md).
-  config.learning_rates.alada_gradient = grid
-  config.learning_rates.alada_gradient_b2_085 = grid
-  config.learning_rates.adam_rank_one = grid
-  config.learning_rates.adam_rank_one_sums = grid
-  config.learning_rates.adam_rank_one_bounded = grid
+  # The research variants (alada with second_moment='gradient', the rank-one
+  # yardsticks) on this grid: configs/research.py.
   return config
