@@ -63,10 +63,11 @@ class Method:
     return self.grid[len(self.grid) // 2]
 
 
-# The grids are the recommended rate times (1/3, 1, 3) for every method: the
-# paper's or official code's rate where one is given (Alada: this package's
-# README; CAME: its official README; SMMF: its official default;
-# AdamW-SN-SM: ~10x Adam's, its docstring), else Adam's.
+# The grids are a rate times (1/3, 1, 3) for every method: the paper's or
+# official code's rate where one is given (CAME: its official README; SMMF:
+# its official default; AdamW-SN-SM: ~10x Adam's, its docstring), else
+# Adam's. Alada's grid (1e-4, 3e-4, 1e-3) spans the README's rule, half of
+# Adam's learning rate (5e-4), and Adam's own.
 METHODS: dict[str, Method] = {
     'SGD+momentum': Method(
         lambda learning_rate: optax.sgd(learning_rate, momentum=0.9),
@@ -78,9 +79,8 @@ METHODS: dict[str, Method] = {
         (3e-3, 1e-2, 3e-2),
         'optax defaults: relative steps (times the params\' RMS), no momentum'),
     'Alada': Method(lambda learning_rate: alada_optax.alada(learning_rate),
-                    (1e-4, 3e-4, 1e-3), 'b1 = b2 = 0.9; lr about a third of '
-                    'Adam\'s (the README: between a quarter of Adam\'s and '
-                    'Adam\'s)'),
+                    (1e-4, 3e-4, 1e-3), 'b1 = b2 = 0.9; its grid spans lr '
+                    'half of Adam\'s (the README\'s rule) and Adam\'s'),
     'SMMF': Method(
         lambda learning_rate: alada_optax.smmf(learning_rate, decay_rate=-0.8),
         (3e-4, 1e-3, 3e-3), 'decay_rate -0.8, the paper\'s for Transformers'),
