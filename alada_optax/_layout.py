@@ -84,6 +84,19 @@ def merged_axis_entry(
 
   Returns:
     A PartitionSpec entry: None, a mesh axis name or a tuple of them.
+
+  Examples:
+    Rows merged from a ``(2, 6)`` block sharded ``('data', 'model')`` on a
+    2 x 2 mesh: one index of the first axis per device, so the merged axis
+    keeps both mesh axes. With ``(4, 6)`` each device holds two indices of
+    the first axis, and only ``'data'`` can be kept.
+
+    >>> from alada_optax.sharding import merged_axis_entry
+    >>> mesh_shape = {'data': 2, 'model': 2}
+    >>> merged_axis_entry((2, 6), ('data', 'model'), mesh_shape)
+    ('data', 'model')
+    >>> merged_axis_entry((4, 6), ('data', 'model'), mesh_shape)
+    'data'
   """
   names: list[Any] = []
   one_per_device_so_far = True

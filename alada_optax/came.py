@@ -1,9 +1,9 @@
 """CAME: Confidence-guided Adaptive Memory Efficient optimization.
 
 Reference: Luo et al., "CAME: Confidence-guided Adaptive Memory Efficient
-Optimization" (ACL 2023, Algorithm 1), and its official PyTorch code
-(yangluo7/CAME, ``came_pytorch/CAME.py``), whose update this module follows;
-see :func:`came` for the readings made.
+Optimization" (ACL 2023, arXiv 2307.02047, Algorithm 1), and its official
+PyTorch code (yangluo7/CAME, ``came_pytorch/CAME.py``), whose update this
+module follows; see :func:`came` for the readings made.
 """
 
 import functools
@@ -48,6 +48,16 @@ class ScaleByCAMEState(NamedTuple):
     res_col: factored leaves: the same for the columns, ``batch + (n,)``.
 
   The factors and ``v`` are float32, or wider if the params are.
+
+  Examples:
+    >>> import jax.numpy as jnp
+    >>> from alada_optax import scale_by_came
+    >>> params = {'w': jnp.zeros((4, 6)), 'b': jnp.zeros((5,))}
+    >>> state = scale_by_came().init(params)
+    >>> print(state.v_row['w'].shape, state.v_col['w'].shape, state.v['w'].shape)
+    (4,) (6,) (1,)
+    >>> print(state.v['b'].shape, state.res_row['b'].shape)  # not factored
+    (5,) (1,)
   """
 
   count: jax.Array
@@ -161,7 +171,16 @@ def scale_by_came(
 ) -> optax.GradientTransformation:
   r"""Rescale updates according to CAME (Algorithm 1 of the paper).
 
-  See :func:`came` for the math and the readings of the paper it makes.
+  The update of :func:`came` before the weight decay and the learning rate:
+  for a factored leaf, the first moment :math:`m_t` of the clipped
+  Adafactor update divided by the root of the factored instability,
+
+  .. math::
+
+    u_t = m_t / \sqrt{R_t C_t^\top / \bar R_t},
+
+  and :math:`m_t` itself for vectors and scalars. See :func:`came` for the
+  whole algorithm and the readings of the paper it makes.
 
   Args:
     b1: Decay rate of the first moment of the clipped updates.
@@ -175,6 +194,31 @@ def scale_by_came(
 
   Returns:
     A :class:`optax.GradientTransformation`.
+
+  Examples:
+    The first two steps on a constant gradient (no bias correction: the
+    instability factors start from 0, hence the large first steps):
+
+    >>> import jax.numpy as jnp
+    >>> import numpy as np
+    >>> from alada_optax import scale_by_came
+    >>> params = jnp.zeros((2, 3))
+    >>> grads = jnp.array([[1., -2., 3.], [-4., 5., -6.]])
+    >>> tx = scale_by_came()
+    >>> state = tx.init(params)
+    >>> for _ in range(2):
+    ...   updates, state = tx.update(grads, state)
+    ...   with np.printoptions(precision=3, suppress=True):
+    ...     print(updates)
+    [[  8.321 -11.256  12.519]
+     [-12.995  10.986  -9.774]]
+    [[ 11.752 -15.897  17.68 ]
+     [-18.352  15.516 -13.804]]
+
+  References:
+    Luo et al., `CAME: Confidence-guided Adaptive Memory Efficient
+    Optimization <https://arxiv.org/abs/2307.02047>`_, ACL 2023
+    (Algorithm 1)
   """
   _validation.check_hyperparams(
       'scale_by_came', b1=(b1, _validation.DECAY), b2=(b2, _validation.DECAY),
@@ -277,23 +321,35 @@ def came(
     The corresponding :class:`optax.GradientTransformationExtraArgs`.
 
   Examples:
+    >>> import jax
     >>> import jax.numpy as jnp
-    >>> import jax, optax
-    >>> from alada_optax.came import came
-    >>> def f(x): return jnp.sum((x - 1.0) ** 2)
-    >>> solver = came(learning_rate=0.03)
+    >>> import optax
+    >>> from alada_optax import came
+    >>> def f(x): return jnp.sum((x - 1.0) ** 2)  # a quadratic over a matrix
+    >>> solver = came(learning_rate=0.01)
     >>> params = jnp.zeros((4, 3))
+    >>> print('Objective function: {:.2f}'.format(f(params)))
+    Objective function: 12.00
     >>> opt_state = solver.init(params)
-    >>> for _ in range(200):
-    ...   grads = jax.grad(f)(params)
-    ...   updates, opt_state = solver.update(grads, opt_state, params)
+    >>> update = jax.jit(solver.update)
+    >>> for _ in range(5):
+    ...   grad = jax.grad(f)(params)
+    ...   updates, opt_state = update(grad, opt_state, params)
     ...   params = optax.apply_updates(params, updates)
-    >>> print(f'{f(params):.2f}')
-    0.00
+    ...   print('Objective function: {:.2f}'.format(f(params)))
+    Objective function: 9.48
+    Objective function: 6.43
+    Objective function: 3.50
+    Objective function: 1.23
+    Objective function: 0.07
 
   References:
-    Luo et al., CAME: Confidence-guided Adaptive Memory Efficient
-    Optimization, ACL 2023 (Algorithm 1).
+    Luo et al., `CAME: Confidence-guided Adaptive Memory Efficient
+    Optimization <https://arxiv.org/abs/2307.02047>`_, ACL 2023
+    (Algorithm 1)
+
+    Shazeer & Stern, `Adafactor: Adaptive Learning Rates with Sublinear
+    Memory Cost <https://arxiv.org/abs/1804.04235>`_, 2018
   """
   return optax.chain(
       scale_by_came(

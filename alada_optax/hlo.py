@@ -83,9 +83,38 @@ def hlo_collectives(hlo_text: str) -> list[Collective]:
   of a ``lax.cond`` are listed (only one branch runs in a step; see
   :func:`hlo_collective_bytes_per_step`).
 
+  Args:
+    hlo_text: the HLO text of a compiled step (``compiled.as_text()``).
+
   Returns:
     A list of :class:`Collective` ``(op, shapes, elements, bytes,
     computation, op_name)``.
+
+  Examples:
+    A hand-written module whose two branches move 8 and 16 floats (a real
+    one needs several devices; its text reads the same):
+
+    >>> hlo_text = '''
+    ... HloModule step
+    ... %even (x: f32[8]) -> f32[8] {
+    ...   %x = f32[8]{0} parameter(0)
+    ...   ROOT %r = f32[8]{0} all-reduce(%x), to_apply=%add
+    ... }
+    ... %odd (x: f32[8]) -> f32[16] {
+    ...   %x = f32[8]{0} parameter(0)
+    ...   ROOT %r = f32[16]{0} all-gather(%x), dimensions={0}
+    ... }
+    ... ENTRY %main (i: s32[], x: f32[8]) -> f32[8] {
+    ...   %i = s32[] parameter(0)
+    ...   %x = f32[8]{0} parameter(1)
+    ...   ROOT %c = f32[8]{0} conditional(%i, %x, %x), branch_computations={%even, %odd}
+    ... }
+    ... '''
+    >>> from alada_optax.hlo import hlo_collectives
+    >>> for c in hlo_collectives(hlo_text):
+    ...   print(c.op, c.shapes, c.bytes, c.computation)
+    all-reduce (('f32', (8,)),) 32 even
+    all-gather (('f32', (16,)),) 64 odd
   """
   out = []
   computation = None
@@ -119,8 +148,7 @@ def hlo_collective_bytes_per_step(
     branch: Union[Callable[[list[int]], int], int] = max,
     loops: bool = True,
 ) -> int:
-  """Bytes (per device) of the collectives one run of the entry computation
-  executes.
+  """Bytes per device of the collectives one run of the entry computation makes.
 
   Args:
     hlo_text: the compiled step's HLO text.
@@ -136,6 +164,34 @@ def hlo_collective_bytes_per_step(
 
   Returns:
     The bytes, as :func:`hlo_collectives` sizes them.
+
+  Examples:
+    The module of :func:`hlo_collectives`' example, whose conditional runs
+    one of its two branches:
+
+    >>> hlo_text = '''
+    ... HloModule step
+    ... %even (x: f32[8]) -> f32[8] {
+    ...   %x = f32[8]{0} parameter(0)
+    ...   ROOT %r = f32[8]{0} all-reduce(%x), to_apply=%add
+    ... }
+    ... %odd (x: f32[8]) -> f32[16] {
+    ...   %x = f32[8]{0} parameter(0)
+    ...   ROOT %r = f32[16]{0} all-gather(%x), dimensions={0}
+    ... }
+    ... ENTRY %main (i: s32[], x: f32[8]) -> f32[8] {
+    ...   %i = s32[] parameter(0)
+    ...   %x = f32[8]{0} parameter(1)
+    ...   ROOT %c = f32[8]{0} conditional(%i, %x, %x), branch_computations={%even, %odd}
+    ... }
+    ... '''
+    >>> from alada_optax.hlo import hlo_collective_bytes_per_step
+    >>> hlo_collective_bytes_per_step(hlo_text)  # the costlier branch
+    64
+    >>> hlo_collective_bytes_per_step(hlo_text, branch=min)
+    32
+    >>> hlo_collective_bytes_per_step(hlo_text, branch=0)
+    32
   """
   own: dict[str, int] = {}
   for c in hlo_collectives(hlo_text):
@@ -192,8 +248,29 @@ def hlo_collective_bytes_per_step(
 
 
 def hlo_unknown_trip_counts(hlo_text: str) -> int:
-  """The ``while`` loops whose trip count XLA does not know (each counted
-  once by :func:`hlo_collective_bytes_per_step`)."""
+  """The ``while`` loops whose trip count XLA does not know.
+
+  :func:`hlo_collective_bytes_per_step` counts the body of each such loop
+  once.
+
+  Args:
+    hlo_text: the HLO text of a compiled program.
+
+  Returns:
+    The number of ``while`` instructions without a ``known_trip_count``.
+
+  Examples:
+    A loop that stops on a value is one XLA cannot count:
+
+    >>> import jax
+    >>> import jax.numpy as jnp
+    >>> from alada_optax.hlo import hlo_unknown_trip_counts
+    >>> def f(x):
+    ...   return jax.lax.while_loop(lambda x: x.sum() < 10, lambda x: x + 1, x)
+    >>> compiled = jax.jit(f).lower(jnp.zeros(4)).compile()
+    >>> hlo_unknown_trip_counts(compiled.as_text())
+    1
+  """
   return sum(1 for line in hlo_text.splitlines()
              if _WHILE_RE.search(line) and _BODY_RE.search(line)
              and not _TRIP_COUNT_RE.search(line))
@@ -236,6 +313,22 @@ def hlo_structure(hlo_text: str) -> Structure:
   Works on the optimized HLO of any backend (``compiled.as_text()``) and on
   the unoptimized one (``lowered.as_text(dialect='hlo')``), where there are
   no fusions yet but the control flow the program asks for is all there.
+
+  Args:
+    hlo_text: the HLO text, optimized or not.
+
+  Returns:
+    A :class:`Structure` ``(kernels, conditionals, whiles, collectives)``.
+
+  Examples:
+    >>> import jax
+    >>> import jax.numpy as jnp
+    >>> from alada_optax.hlo import hlo_structure
+    >>> def f(x, i):
+    ...   return jax.lax.cond(i > 0, lambda x: 2 * x, lambda x: x + 1, x)
+    >>> lowered = jax.jit(f).lower(jnp.zeros(4), 1)
+    >>> hlo_structure(lowered.as_text(dialect='hlo'))
+    Structure(kernels=0, conditionals=1, whiles=0, collectives=0)
   """
   bodies: dict[str, list[str]] = {}
   computation = None

@@ -47,6 +47,21 @@ class MatrixDimensionNumbers(NamedTuple):
 
   Axes may be negative. Either tuple may be empty (a vector is ``row_axis=()``,
   ``col_axis=0``).
+
+  Attributes:
+    row_axis: the axis, or axes, whose sizes multiply to the rows ``m``.
+    col_axis: the axis, or axes, whose sizes multiply to the columns ``n``.
+
+  Examples:
+    Four stacked ``16 x 8`` layers, each with its own factors:
+
+    >>> import jax.numpy as jnp
+    >>> from alada_optax import MatrixDimensionNumbers, scale_by_alada
+    >>> params = {'layers': jnp.zeros((4, 16, 8))}
+    >>> tx = scale_by_alada(dimension_numbers=MatrixDimensionNumbers(1, 2))
+    >>> state = tx.init(params)
+    >>> print(state.p['layers'].shape, state.q['layers'].shape)
+    (4, 16) (4, 8)
   """
 
   row_axis: Union[Sequence[int], int] = 0

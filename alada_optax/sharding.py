@@ -107,6 +107,16 @@ def scale_by_alada_state_specs(
   Returns:
     A ScaleByAladaState whose leaves are PartitionSpecs (``count`` is
     replicated, ``P()``), and MaskedNode / None where ``state.mu`` has them.
+
+  Examples:
+    >>> import jax.numpy as jnp
+    >>> from jax.sharding import PartitionSpec as P
+    >>> from alada_optax import scale_by_alada
+    >>> from alada_optax.sharding import scale_by_alada_state_specs
+    >>> state = scale_by_alada().init({'w': jnp.zeros((8, 6))})
+    >>> specs = scale_by_alada_state_specs(state, {'w': P('model', None)})
+    >>> print(specs.mu['w'], specs.p['w'], specs.q['w'], specs.v0['w'])
+    P('model', None) P('model',) P(None,) P()
   """
   return _layout.state_specs(state, params_specs,
                              dimension_numbers=dimension_numbers,
@@ -174,6 +184,20 @@ def state_partition_specs(
 
   Returns:
     A pytree with the state's structure whose array leaves are PartitionSpecs.
+
+  Examples:
+    ``alada``'s state is a chain's: its own, then weight decay's and the
+    learning rate's (empty).
+
+    >>> import jax.numpy as jnp
+    >>> from jax.sharding import PartitionSpec as P
+    >>> from alada_optax import alada
+    >>> from alada_optax.sharding import state_partition_specs
+    >>> params = {'w': jnp.zeros((8, 6))}
+    >>> specs = state_partition_specs(alada(1e-3), params,
+    ...                               {'w': P('model', None)})
+    >>> print(specs[0].mu['w'], specs[0].p['w'], specs[0].q['w'])
+    P('model', None) P('model',) P(None,)
   """
   if _is_optimizer(opt_state):
     opt_state = jax.eval_shape(opt_state.init, params)
@@ -243,6 +267,24 @@ def state_shardings(
   Returns:
     A pytree with the state's structure of NamedShardings (MaskedNode / None
     kept).
+
+  Examples:
+    On a mesh of one device (any mesh works the same):
+
+    >>> import jax
+    >>> import jax.numpy as jnp
+    >>> import numpy as np
+    >>> from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+    >>> from alada_optax import alada
+    >>> from alada_optax.sharding import state_shardings
+    >>> mesh = Mesh(np.array(jax.devices()[:1]), ('model',))
+    >>> params = {'w': jax.device_put(jnp.zeros((8, 6)),
+    ...                               NamedSharding(mesh, P('model', None)))}
+    >>> opt = alada(1e-3)
+    >>> shardings = state_shardings(opt, params)
+    >>> opt_state = jax.jit(opt.init, out_shardings=shardings)(params)
+    >>> print(opt_state[0].p['w'].sharding.spec)
+    P('model',)
   """
   if params_shardings is None:
     params_shardings = jax.tree.map(
@@ -330,6 +372,21 @@ def sharded_init(
 
   Returns:
     ``tx`` with a new ``init``; ``update`` is unchanged.
+
+  Examples:
+    >>> import jax
+    >>> import jax.numpy as jnp
+    >>> import numpy as np
+    >>> from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+    >>> from alada_optax import alada
+    >>> from alada_optax.sharding import sharded_init
+    >>> mesh = Mesh(np.array(jax.devices()[:1]), ('model',))
+    >>> params = {'w': jax.device_put(jnp.zeros((8, 6)),
+    ...                               NamedSharding(mesh, P(None, 'model')))}
+    >>> opt_state = sharded_init(alada(1e-3)).init(params)
+    >>> print(opt_state[0].p['w'].sharding.spec,
+    ...       opt_state[0].q['w'].sharding.spec)
+    P(None,) P('model',)
   """
 
   def init_fn(params):

@@ -45,6 +45,18 @@ class ScaleBySMMFState(NamedTuple):
       ``update`` names a gradient of another shape.
 
   The factors are float32, or wider if the params are.
+
+  Examples:
+    >>> import jax.numpy as jnp
+    >>> from alada_optax import scale_by_smmf
+    >>> params = {'w': jnp.zeros((4, 6)), 'b': jnp.zeros((5,))}
+    >>> state = scale_by_smmf().init(params)
+    >>> print(state.m_row['w'].shape, state.m_col['w'].shape)  # 24 = 6 x 4
+    (6,) (4,)
+    >>> print(state.m_sign['w'].shape)  # 24 sign bits in 3 bytes
+    (3,)
+    >>> print(state.m_row['b'].shape, state.m_col['b'].shape)  # 5 is prime
+    (5,) (1,)
   """
 
   count: jax.Array
@@ -194,7 +206,17 @@ def scale_by_smmf(
 ) -> optax.GradientTransformation:
   r"""Rescale updates according to SMMF.
 
-  See :func:`smmf` for the math and the readings of the paper it makes.
+  The update of :func:`smmf` before the weight decay and the learning rate:
+  with :math:`M_t, V_t` the moments decompressed from the previous step's
+  factors and updated with the gradient,
+
+  .. math::
+
+    u_t = \frac{M_t}{\sqrt{V_t} + \varepsilon},
+
+  after which :math:`M_t` and :math:`V_t` are compressed again to rank-one
+  non-negative factors (and :math:`M_t`'s signs). See :func:`smmf` for the
+  whole algorithm and the readings of the paper it makes.
 
   Args:
     beta: Base decay rate of the first moment; step ``t`` uses
@@ -211,6 +233,31 @@ def scale_by_smmf(
 
   Returns:
     A :class:`optax.GradientTransformation`.
+
+  Examples:
+    Two steps on a constant gradient: the first is
+    :math:`(1 - \beta) G / |G|`, the second adds the decompressed momentum.
+
+    >>> import jax.numpy as jnp
+    >>> import numpy as np
+    >>> from alada_optax import scale_by_smmf
+    >>> params = jnp.zeros((2, 3))
+    >>> grads = jnp.array([[1., -2., 3.], [-4., 5., -6.]])
+    >>> tx = scale_by_smmf()
+    >>> state = tx.init(params)
+    >>> for _ in range(2):
+    ...   updates, state = tx.update(grads, state)
+    ...   with np.printoptions(precision=3, suppress=True):
+    ...     print(updates)
+    [[ 0.1 -0.1  0.1]
+     [-0.1  0.1 -0.1]]
+    [[ 0.192 -0.184  0.189]
+     [-0.192  0.187 -0.194]]
+
+  References:
+    Park & Lee, `SMMF: Square-Matricized Momentum Factorization for
+    Memory-Efficient Optimization <https://arxiv.org/abs/2412.08894>`_,
+    AAAI 2025
   """
   _validation.check_hyperparams(
       'scale_by_smmf', beta=(beta, _validation.DECAY),
@@ -328,23 +375,32 @@ def smmf(
     The corresponding :class:`optax.GradientTransformationExtraArgs`.
 
   Examples:
+    >>> import jax
     >>> import jax.numpy as jnp
-    >>> import jax, optax
-    >>> from alada_optax.smmf import smmf
-    >>> def f(x): return jnp.sum((x - 1.0) ** 2)
+    >>> import optax
+    >>> from alada_optax import smmf
+    >>> def f(x): return jnp.sum((x - 1.0) ** 2)  # a quadratic over a matrix
     >>> solver = smmf(learning_rate=0.1)
     >>> params = jnp.zeros((4, 3))
+    >>> print('Objective function: {:.2f}'.format(f(params)))
+    Objective function: 12.00
     >>> opt_state = solver.init(params)
-    >>> for _ in range(200):
-    ...   grads = jax.grad(f)(params)
-    ...   updates, opt_state = solver.update(grads, opt_state, params)
+    >>> update = jax.jit(solver.update)
+    >>> for _ in range(5):
+    ...   grad = jax.grad(f)(params)
+    ...   updates, opt_state = update(grad, opt_state, params)
     ...   params = optax.apply_updates(params, updates)
-    >>> print(f'{f(params):.2f}')
-    0.00
+    ...   print('Objective function: {:.2f}'.format(f(params)))
+    Objective function: 11.76
+    Objective function: 11.31
+    Objective function: 10.68
+    Objective function: 9.90
+    Objective function: 9.00
 
   References:
-    Park & Lee, SMMF: Square-Matricized Momentum Factorization for
-    Memory-Efficient Optimization, AAAI 2025 (arXiv 2412.08894).
+    Park & Lee, `SMMF: Square-Matricized Momentum Factorization for
+    Memory-Efficient Optimization <https://arxiv.org/abs/2412.08894>`_,
+    AAAI 2025
   """
   return optax.chain(
       scale_by_smmf(

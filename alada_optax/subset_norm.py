@@ -323,8 +323,16 @@ class ScaleBySubsetNormState(NamedTuple):
 
   Attributes:
     count: number of updates applied, int32 scalar.
-    nu: one accumulator per subset (see :class:`SubsetPlan`), float32 (or
-      wider for wider params).
+    nu: one accumulator per subset (see :func:`scale_by_subset_norm`),
+      float32 (or wider for wider params).
+
+  Examples:
+    >>> import jax.numpy as jnp
+    >>> from alada_optax import scale_by_subset_norm
+    >>> params = {'w': jnp.zeros((8, 6)), 'b': jnp.zeros((5,))}
+    >>> state = scale_by_subset_norm().init(params)
+    >>> print(state.nu['w'].shape, state.nu['b'].shape)  # rows; coordinates
+    (8,) (5,)
   """
 
   count: jax.Array
@@ -354,7 +362,7 @@ def scale_by_subset_norm(
 ) -> optax.GradientTransformation:
   r"""Subset-Norm step size: divide each update by its subset's norm.
 
-  For every subset :math:`S` of a leaf's coordinates (see :func:`subset_plan`)
+  For every subset :math:`S` of a leaf's coordinates (see ``subset_size``)
 
   .. math::
 
@@ -372,13 +380,42 @@ def scale_by_subset_norm(
   Args:
     b2: Decay of the accumulators; 1 for AdaGrad's sum.
     eps: Added to the (bias-corrected) root of the accumulator.
-    subset_size: ``None`` for the paper's heuristic (rows or columns of the
-      matrix view, along the longer side), else see :func:`subset_plan`.
+    subset_size: ``None`` for the paper's heuristic (the code's
+      ``'heuristics'``): a leaf of order >= 2, viewed as a (batch of)
+      ``m x n`` matrices, has one subset per row if ``m >= n``, else per
+      column, so that each subset has ``min(m, n)`` coordinates; vectors and
+      scalars have one subset per coordinate. ``k > 0`` splits the flattened
+      leaf (row-major) into contiguous subsets of ``s`` coordinates, ``s``
+      the largest divisor of its size that is ``<= k``; ``-c < 0`` uses
+      ``k = floor(sqrt(d) / c)`` for a leaf of ``d`` coordinates (the code's
+      ``AdamWSN`` default is -2). Static: it sets shapes.
     dimension_numbers: The matrix view of leaves of order >= 2 (as in
       :func:`alada_optax.scale_by_alada`).
 
   Returns:
     A :class:`optax.GradientTransformation`.
+
+  Examples:
+    A ``2 x 3`` gradient has one subset per column (the accumulators run
+    along the longer side): each entry is divided by the bias-corrected
+    norm of its column.
+
+    >>> import jax.numpy as jnp
+    >>> import numpy as np
+    >>> from alada_optax import scale_by_subset_norm
+    >>> params = jnp.zeros((2, 3))
+    >>> grads = jnp.array([[1., -2., 3.], [-4., 5., -6.]])
+    >>> tx = scale_by_subset_norm()
+    >>> updates, state = tx.update(grads, tx.init(params))
+    >>> with np.printoptions(precision=3, suppress=True):
+    ...   print(updates)
+    [[ 0.243 -0.371  0.447]
+     [-0.97   0.928 -0.894]]
+
+  References:
+    Nguyen & Nguyen, `Lean and Mean Adaptive Optimization via Subset-Norm and
+    Subspace-Momentum with Convergence Guarantees
+    <https://arxiv.org/abs/2411.07120>`_, ICML 2025
   """
   name = 'scale_by_subset_norm'
   _validation.check_hyperparams(
@@ -403,6 +440,16 @@ class ScaleBySubspaceMomentumState(NamedTuple):
     proj: the projector ``P`` with orthonormal columns, ``batch + (n, r)``
       (right) or ``batch + (m, r)`` (left), float32; shape ``(0,)`` for
       leaves with full momentum.
+
+  Examples:
+    >>> import jax.numpy as jnp
+    >>> from alada_optax import scale_by_subspace_momentum
+    >>> params = {'w': jnp.zeros((8, 6)), 'b': jnp.zeros((5,))}
+    >>> state = scale_by_subspace_momentum(rank=2).init(params)
+    >>> print(state.mu['w'].shape, state.proj['w'].shape)  # projects on the right
+    (8, 2) (6, 2)
+    >>> print(state.mu['b'].shape, state.proj['b'].shape)  # full momentum
+    (5,) (0,)
   """
 
   count: jax.Array
@@ -470,6 +517,24 @@ def scale_by_subspace_momentum(
 
   Returns:
     A :class:`optax.GradientTransformation`.
+
+  Examples:
+    With a constant gradient the debiased momentum in the subspace plus the
+    SGD part outside it give back the gradient:
+
+    >>> import jax.numpy as jnp
+    >>> from alada_optax import scale_by_subspace_momentum
+    >>> params = jnp.zeros((2, 3))
+    >>> grads = jnp.array([[1., -2., 3.], [-4., 5., -6.]])
+    >>> tx = scale_by_subspace_momentum(rank=1)
+    >>> updates, state = tx.update(grads, tx.init(params))
+    >>> print(jnp.allclose(updates, grads, atol=1e-5), state.proj.shape)
+    True (2, 1)
+
+  References:
+    Nguyen & Nguyen, `Lean and Mean Adaptive Optimization via Subset-Norm and
+    Subspace-Momentum with Convergence Guarantees
+    <https://arxiv.org/abs/2411.07120>`_, ICML 2025
   """
   name = 'scale_by_subspace_momentum'
   rank = _check_rank(name, rank)
@@ -497,6 +562,14 @@ class ScaleByAdamSNSMState(NamedTuple):
     proj: projectors (see :class:`ScaleBySubspaceMomentumState`); all of
       shape ``(0,)`` without subspace momentum.
     nu: Subset-Norm accumulators (see :class:`ScaleBySubsetNormState`).
+
+  Examples:
+    >>> import jax.numpy as jnp
+    >>> from alada_optax import scale_by_adam_snsm
+    >>> params = {'w': jnp.zeros((8, 6)), 'b': jnp.zeros((5,))}
+    >>> state = scale_by_adam_snsm(rank=2).init(params)
+    >>> print(state.mu['w'].shape, state.proj['w'].shape, state.nu['w'].shape)
+    (8, 2) (6, 2) (8,)
   """
 
   count: jax.Array
@@ -548,7 +621,15 @@ def scale_by_adam_snsm(
   bias-corrected momentum with ``subspace_momentum=False``), computed from the
   gradient; the denominator is :func:`scale_by_subset_norm`'s, also computed
   from the gradient (not from the numerator, which is why this is one
-  transformation and not a chain of the two). See :func:`adamw_snsm`.
+  transformation and not a chain of the two):
+
+  .. math::
+
+    u_j = \frac{N_j}{\sqrt{\nu_{S(j)} / (1 - \beta_2^{t+1})} + \varepsilon},
+    \qquad N = \frac{P M}{1 - \beta_1^{k+1}} + (G_t - P P^\top G_t).
+
+  See :func:`adamw_snsm` for the whole algorithm and the readings of the
+  paper it makes.
 
   Args:
     b1: Momentum decay.
@@ -559,12 +640,34 @@ def scale_by_adam_snsm(
       :func:`optax.inject_hyperparams`, list it in ``static_args`` when
       you set it).
     subspace_momentum: ``False`` keeps Adam's full momentum (AdamW-SN).
-    subset_size: ``None`` for the paper's heuristic; see :func:`subset_plan`.
+    subset_size: ``None`` for the paper's heuristic; see
+      :func:`scale_by_subset_norm`.
     mu_dtype: Storage dtype of the momentum; if ``None``, the params'.
     dimension_numbers: The matrix view of leaves of order >= 2.
 
   Returns:
     A :class:`optax.GradientTransformation`.
+
+  Examples:
+    A constant gradient: the subspace momentum gives back the gradient, and
+    each column is divided by its norm, as :func:`scale_by_subset_norm` does.
+
+    >>> import jax.numpy as jnp
+    >>> import numpy as np
+    >>> from alada_optax import scale_by_adam_snsm
+    >>> params = jnp.zeros((2, 3))
+    >>> grads = jnp.array([[1., -2., 3.], [-4., 5., -6.]])
+    >>> tx = scale_by_adam_snsm(rank=1)
+    >>> updates, state = tx.update(grads, tx.init(params))
+    >>> with np.printoptions(precision=3, suppress=True):
+    ...   print(updates)
+    [[ 0.243 -0.371  0.447]
+     [-0.97   0.928 -0.894]]
+
+  References:
+    Nguyen & Nguyen, `Lean and Mean Adaptive Optimization via Subset-Norm and
+    Subspace-Momentum with Convergence Guarantees
+    <https://arxiv.org/abs/2411.07120>`_, ICML 2025
   """
   name = 'scale_by_adam_snsm'
   rank = _check_rank(name, rank)
@@ -677,9 +780,9 @@ def adamw_snsm(
 
   Defaults follow the code's pre-training runs: ``rank=128``,
   ``update_proj_gap=200``, ``b1=0.9``, ``b2=0.999``, ``eps=1e-6``. Its
-  learning rates are about 10x Adam's (the accumulators are squared norms of
-  ``min(m, n)`` coordinates, so steps are ~``1/sqrt(min(m, n))`` of Adam's
-  at the same rate).
+  learning rates are larger than Adam's: the accumulators are squared norms
+  of ``min(m, n)`` coordinates, so at the same rate its steps are about
+  ``1/sqrt(min(m, n))`` of Adam's.
 
   Args:
     learning_rate: A global scaling factor, fixed or a schedule.
@@ -693,7 +796,7 @@ def adamw_snsm(
       :func:`optax.inject_hyperparams`, list it in ``static_args`` when
       you set it).
     subset_size: ``None`` for the paper's heuristic subsets; see
-      :func:`subset_plan`.
+      :func:`scale_by_subset_norm`.
     mu_dtype: Storage dtype of the momentum; if ``None``, the params'.
     dimension_numbers: The matrix view of leaves of order >= 2 (as in
       :func:`alada_optax.alada`; batch axes get their own projectors).
@@ -702,22 +805,32 @@ def adamw_snsm(
     The corresponding :class:`optax.GradientTransformationExtraArgs`.
 
   Examples:
-    >>> import jax, jax.numpy as jnp, optax
+    >>> import jax
+    >>> import jax.numpy as jnp
+    >>> import optax
     >>> from alada_optax import adamw_snsm
-    >>> def f(x): return jnp.sum((x - 1.0) ** 2)
+    >>> def f(x): return jnp.sum((x - 1.0) ** 2)  # a quadratic over a matrix
     >>> solver = adamw_snsm(learning_rate=0.1, rank=1, update_proj_gap=10)
     >>> params = jnp.zeros((4, 3))
+    >>> print('Objective function: {:.2f}'.format(f(params)))
+    Objective function: 12.00
     >>> opt_state = solver.init(params)
-    >>> for _ in range(300):
-    ...   grads = jax.grad(f)(params)
-    ...   updates, opt_state = solver.update(grads, opt_state, params)
+    >>> update = jax.jit(solver.update)
+    >>> for _ in range(5):
+    ...   grad = jax.grad(f)(params)
+    ...   updates, opt_state = update(grad, opt_state, params)
     ...   params = optax.apply_updates(params, updates)
-    >>> print(f'{f(params):.2f}')
-    0.00
+    ...   print('Objective function: {:.2f}'.format(f(params)))
+    Objective function: 10.65
+    Objective function: 9.39
+    Objective function: 8.21
+    Objective function: 7.12
+    Objective function: 6.11
 
   References:
-    Nguyen & Nguyen, Lean and Mean Adaptive Optimization via Subset-Norm and
-    Subspace-Momentum with Convergence Guarantees, ICML 2025.
+    Nguyen & Nguyen, `Lean and Mean Adaptive Optimization via Subset-Norm and
+    Subspace-Momentum with Convergence Guarantees
+    <https://arxiv.org/abs/2411.07120>`_, ICML 2025
   """
   return optax.chain(
       scale_by_adam_snsm(
@@ -741,10 +854,69 @@ def adamw_sn(
     mu_dtype: Optional[jax.typing.DTypeLike] = None,
     dimension_numbers: matricize.DimensionNumbersOrFn = None,
 ) -> optax.GradientTransformationExtraArgs:
-  r"""AdamW with Subset-Norm step sizes (AdamSN): Adam's full momentum.
+  r"""AdamW with Subset-Norm step sizes (AdamW-SN): Adam's full momentum.
 
-  :func:`adamw_snsm` without the subspace momentum: state per ``m x n``
-  matrix ``m n + max(m, n)`` against Adam's ``2 m n``.
+  :func:`adamw_snsm` without the subspace momentum: Adam's momentum, and one
+  second-moment accumulator per subset :math:`S` of coordinates (per row or
+  column of the matrix view, along the longer side, by default). State per
+  ``m x n`` matrix: ``m n + max(m, n)`` against Adam's ``2 m n``. With
+  :math:`S(j)` the subset of coordinate :math:`j`:
+
+  .. math::
+
+    \begin{align*}
+      m_t &\leftarrow \beta_1 m_{t-1} + (1 - \beta_1) g_t \\
+      \nu_S &\leftarrow \beta_2 \nu_S + (1 - \beta_2) \|(g_t)_S\|^2 \\
+      u_{t,j} &\leftarrow -\eta_t \left( \frac{m_{t,j} / (1 - \beta_1^{t+1})}
+        {\sqrt{\nu_{S(j)} / (1 - \beta_2^{t+1})} + \varepsilon}
+        + \lambda X_{t,j} \right)
+    \end{align*}
+
+  The readings of the paper and its code are those of :func:`adamw_snsm`.
+
+  Args:
+    learning_rate: A global scaling factor, fixed or a schedule.
+    b1: Momentum decay.
+    b2: Decay of the Subset-Norm accumulators; 1 for AdaGrad sums.
+    eps: Added to the root of the debiased accumulators.
+    weight_decay: Decoupled weight decay (times the learning rate).
+    mask: Which leaves weight decay applies to (a tree, prefix or callable).
+    subset_size: ``None`` for the paper's heuristic subsets; see
+      :func:`scale_by_subset_norm`.
+    mu_dtype: Storage dtype of the momentum; if ``None``, the params'.
+    dimension_numbers: The matrix view of leaves of order >= 2 (as in
+      :func:`alada_optax.alada`).
+
+  Returns:
+    The corresponding :class:`optax.GradientTransformationExtraArgs`.
+
+  Examples:
+    >>> import jax
+    >>> import jax.numpy as jnp
+    >>> import optax
+    >>> from alada_optax import adamw_sn
+    >>> def f(x): return jnp.sum((x - 1.0) ** 2)  # a quadratic over a matrix
+    >>> solver = adamw_sn(learning_rate=0.1)
+    >>> params = jnp.zeros((4, 3))
+    >>> print('Objective function: {:.2f}'.format(f(params)))
+    Objective function: 12.00
+    >>> opt_state = solver.init(params)
+    >>> update = jax.jit(solver.update)
+    >>> for _ in range(5):
+    ...   grad = jax.grad(f)(params)
+    ...   updates, opt_state = update(grad, opt_state, params)
+    ...   params = optax.apply_updates(params, updates)
+    ...   print('Objective function: {:.2f}'.format(f(params)))
+    Objective function: 10.65
+    Objective function: 9.39
+    Objective function: 8.21
+    Objective function: 7.12
+    Objective function: 6.11
+
+  References:
+    Nguyen & Nguyen, `Lean and Mean Adaptive Optimization via Subset-Norm and
+    Subspace-Momentum with Convergence Guarantees
+    <https://arxiv.org/abs/2411.07120>`_, ICML 2025
   """
   return optax.chain(
       scale_by_adam_snsm(
