@@ -1,0 +1,345 @@
+"""8-bit block-wise storage of a signed float tensor (issue 24's first piece).
+
+A tensor ``x`` is stored as int8 ``codes`` shaped like ``x`` and one scale,
+the absolute maximum, per block of ``block_size`` consecutive entries along
+its **last axis**: ``scales`` has the shape ``x.shape[:-1] + (nblocks,)`` with
+``nblocks = ceil(x.shape[-1] / block_size)``. When the last axis is not a
+multiple of the block, its final block is short (it holds the remaining
+entries; nothing is stored for padding). A scalar is one block (its scale is
+a scalar). A block never crosses a shard boundary when the last axis is
+sharded in multiples of ``block_size``.
+
+A code's magnitude ``k`` in ``0..127`` indexes 128 levels
+``0 = v_0 < v_1 < ... < v_127 = 1`` of the format's map and its sign is the
+entry's: an entry decodes to ``sign(code) * v_|code| * scale``. The maps are
+symmetric in sign, zero is a level (a zero entry decodes to exactly 0, and a
+zero block, scale 0, to exact zeros), and the largest level is 1 (the block's
+absmax decodes to itself). Code -128 is never written.
+
+Maps (``Format.map``), with the largest error of nearest rounding relative to
+the block's absmax (half the widest gap between levels) and the smallest
+non-zero level:
+
+* ``'linear'``: ``v_k = k / 127`` (absmax scaling, as in praxis and most int8
+  schemes); error <= 1/254 = 0.0039, smallest level 7.9e-3.
+* ``'dynamic'``: a dynamic tree map as in bitsandbytes (Dettmers, 2016), made
+  symmetric: 7 decades, decade ``i = 0..6`` holding ``2^i`` levels linearly
+  spaced in ``(10^(i-7), 10^(i-6)]``, ``v = 10^(i-6) (n + 9 j) / (10 n)`` for
+  ``n = 2^i``, ``j = 1..n`` (index ``k = n - 1 + j``); error <= 0.9/128 =
+  0.0070, smallest level 1e-6. bitsandbytes' signed table puts each decade's
+  levels at the midpoints of the same intervals and has +1 but not -1;
+  here a block's absmax round-trips exactly whatever its sign.
+* ``'cubic'`` and ``'quartic'``: companded, ``v_k = (k / 127)^p`` with
+  ``p = 3`` (error <= 0.0117, smallest level 4.9e-7) or ``p = 4`` (error <=
+  0.0156, smallest level 3.8e-9): the relative resolution of a float over
+  the decades below the absmax, encoded and decoded elementwise.
+
+Encoding finds, elementwise and without a table search, the two levels
+around ``|x| / scale`` and picks one of them: the nearer, or, with
+``Format.stochastic``, the upper with probability
+``(|x| / scale - lo) / (hi - lo)``, which is unbiased in expectation for every
+map. The random bits are a hash of the entry's flat index, a step
+``counter`` and an optional ``seed`` (no state: the same counter gives the
+same codes, and a resumed run reproduces them bit for bit; the bits are a
+function of the entry's index in the whole tensor, not of its sharding).
+
+Nearest rounding never lets a decaying value reach zero by itself: with
+``b1 = 0.9`` and the scale held by the block's other entries, ``0.9 v_1``
+rounds back to ``v_1`` (for every map), so the moment of an entry whose
+gradient stays zero keeps a residue. ``encode(..., toward_zero=mask)`` rounds
+the masked entries' magnitudes down instead; a fold passes ``g == 0``.
+
+Arithmetic is float32 (float64 for float64 inputs). Where ``|x| / scale``
+lies within float32 rounding of a decision (the midpoint of two levels, or
+the stochastic threshold), the compiler's rewrites (``a / s`` as
+``a * (1 / s)``, fused multiply-adds) may tip it either way. Backends that flush
+subnormals (XLA on CPU, GPU and TPU) treat a subnormal block as a zero block:
+it decodes to zeros, never to NaN. Non-finite entries are not supported (their
+block decodes to non-finite values).
+
+Everything here is pure ``jax.numpy``, shape-static and jit-able.
+"""
+
+import dataclasses
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+# Map name -> exponent p of the power maps (v_k = (k / 127)^p); 'dynamic' is
+# not a power map.
+_POWERS = {'linear': 1, 'cubic': 3, 'quartic': 4}
+MAPS = ('linear', 'dynamic', 'cubic', 'quartic')
+_TOP = 127  # The largest code magnitude.
+
+
+@dataclasses.dataclass(frozen=True)
+class Format:
+  """An 8-bit storage format: a map, a block size and a rounding.
+
+  Attributes:
+    map: One of :data:`MAPS` (see the module docstring).
+    block_size: Entries per scale along the last axis (a positive int).
+    stochastic: Stochastic rounding (needs ``counter`` in :func:`encode`)
+      instead of nearest.
+  """
+
+  map: str = 'dynamic'
+  block_size: int = 256
+  stochastic: bool = False
+
+  def __post_init__(self):
+    if self.map not in MAPS:
+      raise ValueError(f'map must be one of {MAPS}, got {self.map!r}.')
+    if (not isinstance(self.block_size, (int, np.integer))
+        or isinstance(self.block_size, bool) or self.block_size < 1):
+      raise ValueError(
+          f'block_size must be a positive int, got {self.block_size!r}.')
+    if not isinstance(self.stochastic, bool):
+      raise ValueError(f'stochastic must be a bool, got {self.stochastic!r}.')
+
+
+def scales_shape(shape: tuple[int, ...], block_size: int) -> tuple[int, ...]:
+  """The shape of the scales of a tensor of ``shape``."""
+  shape = tuple(shape)
+  if not shape:
+    return ()
+  return shape[:-1] + (-(-shape[-1] // block_size),)
+
+
+def state_bytes(shape: tuple[int, ...], fmt: Format) -> int:
+  """Bytes stored for a tensor of ``shape``: 1 a code, 4 a (float32) scale."""
+  return math.prod(shape) + 4 * math.prod(scales_shape(shape, fmt.block_size))
+
+
+# Levels of the maps, elementwise. `_value(k)` is v_k for an int32 k in
+# 0..127; `_lower(y)` is a k in 0..126 with v_k <= y <= v_{k+1} for y in
+# [0, 1], up to float rounding: where y lies within rounding of a level,
+# k may be off by one, and the choice between v_k and v_{k+1} made by value
+# below still gives that level.
+
+
+def _power_value(k, p, dtype):
+  c = k.astype(dtype) / _TOP
+  v = c
+  for _ in range(p - 1):
+    v = v * c
+  return v
+
+
+def _power_lower(y, p):
+  root = {1: lambda y: y, 3: jnp.cbrt, 4: lambda y: jnp.sqrt(jnp.sqrt(y))}[p]
+  return jnp.floor(root(y) * _TOP).astype(jnp.int32)
+
+
+def _dynamic_value(k, dtype):
+  # Decade i holds k in [n, 2n), n = 2^i; its top is 10^(i-6).
+  n, top = jnp.ones_like(k), jnp.full(k.shape, 1e-6, dtype)
+  for i in range(1, 7):
+    above = k >= 2**i
+    n = jnp.where(above, 2**i, n)
+    top = jnp.where(above, jnp.asarray(10.0**(i - 6), dtype), top)
+  j = k - n + 1
+  v = top * ((n + 9 * j).astype(dtype) / (10 * n).astype(dtype))
+  return jnp.where(k == 0, 0, v)
+
+
+def _dynamic_lower(y):
+  # The decade of y: y in (10^(i-7), 10^(i-6)], i = 0 for y <= 1e-6.
+  n = jnp.ones(y.shape, jnp.int32)
+  top = jnp.full(y.shape, 1e-6, y.dtype)
+  for i in range(1, 7):
+    above = y > jnp.asarray(10.0**(i - 7), y.dtype)
+    n = jnp.where(above, 2**i, n)
+    top = jnp.where(above, jnp.asarray(10.0**(i - 6), y.dtype), top)
+  # y = top (n + 9 j) / (10 n)  <=>  j = (10 n y / top - n) / 9.
+  nf = n.astype(y.dtype)
+  j = jnp.floor((10 * nf * (y / top) - nf) / 9).astype(jnp.int32)
+  return n - 1 + jnp.clip(j, 0, n - 1)
+
+
+def _value(k, map_name, dtype):
+  if map_name == 'dynamic':
+    return _dynamic_value(k, dtype)
+  return _power_value(k, _POWERS[map_name], dtype)
+
+
+def _lower(y, map_name):
+  k = _dynamic_lower(y) if map_name == 'dynamic' else _power_lower(
+      y, _POWERS[map_name])
+  return jnp.clip(k, 0, _TOP - 1)
+
+
+def levels(map_name: str) -> jax.Array:
+  """The 128 levels ``v_0 = 0 < ... < v_127 = 1`` of a map, float32.
+
+  The signed table of 255 values is ``concatenate([-levels[:0:-1], levels])``
+  (code ``c`` at index ``c + 127``).
+  """
+  Format(map_name)  # Validates the name.
+  return jax.jit(_value, static_argnums=(1, 2))(
+      jnp.arange(_TOP + 1), map_name, jnp.float32)
+
+
+def max_error(map_name: str) -> float:
+  """The largest ``|x - decode(encode(x))| / absmax`` of nearest rounding.
+
+  Half the widest gap between the map's levels, in exact arithmetic.
+  """
+  Format(map_name)  # Validates the name.
+  if map_name == 'dynamic':  # The top decade's gap, 0.9 / 64.
+    return 0.9 / 64 / 2
+  v = (np.arange(_TOP + 1) / _TOP)**_POWERS[map_name]
+  return float(np.max(np.diff(v)) / 2)
+
+
+# Blocks along the last axis.
+
+
+def _block_absmax(a, block_size):
+  """Max of ``a`` (>= 0) per block of the last axis; a short last block."""
+  n = a.shape[-1]
+  nblocks = -(-n // block_size)
+  if nblocks == 0:
+    return jnp.zeros(a.shape[:-1] + (0,), a.dtype)
+  if nblocks == 1:
+    return jnp.max(a, axis=-1, keepdims=True, initial=0)
+  pad = nblocks * block_size - n
+  if pad:  # Zeros do not change a max of absolute values.
+    a = jnp.pad(a, [(0, 0)] * (a.ndim - 1) + [(0, pad)])
+  return jnp.max(a.reshape(a.shape[:-1] + (nblocks, block_size)), axis=-1)
+
+
+def _expand(scales, block_size, n):
+  """Each block's scale broadcast to its entries: shape ``(..., n)``."""
+  nblocks = scales.shape[-1]
+  if nblocks <= 1:
+    return jnp.broadcast_to(scales, scales.shape[:-1] + (n,))
+  full = jnp.broadcast_to(scales[..., None],
+                          scales.shape + (block_size,)).reshape(
+                              scales.shape[:-1] + (nblocks * block_size,))
+  return full[..., :n] if nblocks * block_size != n else full
+
+
+# Counter-based random bits.
+
+_GOLDEN = 0x9E3779B9
+
+
+def _mix32(h):
+  """lowbias32 (C. Wellons' hash-prospector): a bijection of uint32."""
+  h = h ^ (h >> 16)
+  h = h * jnp.uint32(0x7FEB352D)
+  h = h ^ (h >> 15)
+  h = h * jnp.uint32(0x846CA68B)
+  return h ^ (h >> 16)
+
+
+def _flat_index(shape):
+  """Each entry's row-major flat index, uint32 (mod 2^32), without a reshape."""
+  index = jnp.zeros(shape, jnp.uint32)
+  stride = 1
+  for axis in reversed(range(len(shape))):
+    index = index + jax.lax.broadcasted_iota(jnp.uint32, shape, axis) * (
+        jnp.uint32(stride % 2**32))
+    stride *= shape[axis]
+  return index
+
+
+def random_bits(shape, counter, seed=0) -> jax.Array:
+  """uint32 bits per entry from (flat index, counter, seed); no state.
+
+  ``h = mix(mix(index ^ key) + key)`` with ``key = mix(counter ^
+  mix(seed + 0x9E3779B9))`` and ``mix`` the lowbias32 finalizer.
+  """
+  counter = jnp.asarray(counter).astype(jnp.uint32)
+  seed = jnp.asarray(seed).astype(jnp.uint32)
+  key = _mix32(counter ^ _mix32(seed + jnp.uint32(_GOLDEN)))
+  return _mix32(_mix32(_flat_index(shape) ^ key) + key)
+
+
+def _uniform(shape, counter, seed, dtype):
+  """Uniform in [0, 1) from the top 24 bits of :func:`random_bits`."""
+  bits = random_bits(shape, counter, seed) >> 8
+  return bits.astype(dtype) * jnp.asarray(2.0**-24, dtype)
+
+
+def _compute_dtype(dtype):
+  if not jnp.issubdtype(dtype, jnp.floating):
+    raise ValueError(f'expected a floating-point tensor, got {dtype}.')
+  return jnp.promote_types(dtype, jnp.float32)
+
+
+def encode(
+    x: jax.typing.ArrayLike,
+    fmt: Format,
+    *,
+    counter: jax.typing.ArrayLike | None = None,
+    seed: jax.typing.ArrayLike = 0,
+    toward_zero: jax.typing.ArrayLike | None = None,
+) -> tuple[jax.Array, jax.Array]:
+  """Codes and scales of ``x`` in ``fmt``.
+
+  Args:
+    x: A floating-point tensor.
+    fmt: The storage format.
+    counter: The step (an integer scalar, taken mod 2^32); required with
+      ``fmt.stochastic``, unused otherwise.
+    seed: Mixed into the stochastic rounding's bits (an integer scalar), e.g.
+      to decorrelate leaves of the same shape.
+    toward_zero: Optional boolean mask broadcastable to ``x``: its entries'
+      magnitudes are rounded down (to the level at or below, up to float
+      rounding) whatever ``fmt``'s rounding.
+
+  Returns:
+    ``(codes, scales)``: int8 codes shaped like ``x``, and the blocks'
+    absolute maxima, shape :func:`scales_shape`, float32 (float64 for float64
+    ``x``).
+  """
+  x = jnp.asarray(x)
+  dtype = _compute_dtype(x.dtype)
+  if fmt.stochastic and counter is None:
+    raise ValueError('stochastic rounding needs a counter.')
+  if x.ndim == 0:
+    if toward_zero is not None:
+      toward_zero = jnp.reshape(toward_zero, (1,))
+    codes, scales = encode(x.reshape(1), fmt, counter=counter, seed=seed,
+                           toward_zero=toward_zero)
+    return codes.reshape(()), scales.reshape(())
+  n = x.shape[-1]
+  a = jnp.abs(x).astype(dtype)
+  scales = _block_absmax(a, fmt.block_size)
+  s = _expand(scales, fmt.block_size, n)
+  # In [0, 1], 0 in a zero block, and exactly 1 at the absmax (XLA computes
+  # a / s as a * (1 / s)).
+  positive = s > 0
+  y = jnp.where(positive & (a >= s), 1, a / jnp.where(positive, s, 1))
+  k = _lower(y, fmt.map)
+  lo, hi = _value(k, fmt.map, dtype), _value(k + 1, fmt.map, dtype)
+  if fmt.stochastic:
+    up = _uniform(x.shape, counter, seed, dtype) * (hi - lo) < y - lo
+  else:  # Nearest.
+    up = y - lo > hi - y
+  if toward_zero is not None:
+    up = jnp.where(toward_zero, y >= hi, up)
+  magnitude = k + up.astype(jnp.int32)
+  codes = jnp.where(x < 0, -magnitude, magnitude).astype(jnp.int8)
+  return codes, scales
+
+
+def decode(
+    codes: jax.Array,
+    scales: jax.Array,
+    fmt: Format,
+    dtype: jax.typing.DTypeLike = jnp.float32,
+) -> jax.Array:
+  """The tensor that ``(codes, scales)`` store in ``fmt``, as ``dtype``."""
+  codes, scales = jnp.asarray(codes), jnp.asarray(scales)
+  if codes.ndim == 0:
+    return decode(codes.reshape(1), scales.reshape(1), fmt, dtype).reshape(())
+  compute = _compute_dtype(scales.dtype)
+  k = jnp.minimum(jnp.abs(codes.astype(jnp.int32)), _TOP)
+  v = _value(k, fmt.map, compute)
+  s = _expand(scales.astype(compute), fmt.block_size, codes.shape[-1])
+  return (jnp.where(codes < 0, -v, v) * s).astype(dtype)
