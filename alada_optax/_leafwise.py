@@ -194,6 +194,10 @@ def transformation(
   """
   state_type = declaration.state
   names = tuple(declaration.fields)
+  if tree_kernel is not None:
+    # One compiled step of all leaves (the plans are static): called outside
+    # jit, an update would otherwise compile its control flow anew each call.
+    tree_kernel = jax.jit(tree_kernel, static_argnums=2)
 
   def plans_for(tree):
     return matricize.tree_plans(tree, dimension_numbers, plan_fn)
@@ -255,7 +259,8 @@ def transformation(
     pick = lambda xs: [xs[i] for i in live]
     if tree_kernel is not None:
       stepped = tree_kernel(pick(flat_updates), pick(leaves),
-                            pick(flat_plans), state.count, *zip(*pick(inputs)))
+                            tuple(pick(flat_plans)), state.count,
+                            *zip(*pick(inputs)))
     else:
       stepped = [kernel(g, leaf, plan, state.count, hyperparams, *extra)
                  for g, leaf, plan, extra in zip(
