@@ -178,6 +178,13 @@ def test_smoke_three_optimizers_write_table_and_plots(tmp_path):
   with open(out['paths']['loss_plot'], 'rb') as f:
     assert f.read(8) == b'\x89PNG\r\n\x1a\n'
   assert '| alada | 0.0001 |' in out['table']
+  # results.json is the table's one source: read back, it renders the table
+  # the run printed, and it records the command and the machine.
+  read, task, extra = harness.read_report(out['paths']['json'])
+  assert harness.format_table(read, task) == out['table']
+  assert task.higher_is_better and extra['command'].startswith('python -m ')
+  assert {'cpu', 'cpu_cores', 'jax', 'jaxlib', 'flax', 'optax'} <= set(
+      extra['machine'])
 
 
 def test_harness_stops_a_diverged_trial():
