@@ -111,11 +111,9 @@ def state_bytes_methods(src: Source) -> str:
           + _state_bytes_caption(src))
 
 
-def _suite_caption(src: Source, data: dict[str, Any]) -> str:
+def _suite_caption(src: Source, data: dict[str, Any], what: str) -> str:
   info = data['machine']
-  res = data['results']
-  names = ' and '.join(res[k] for k in ('mlp_name', 'gpt2_name') if k in res)
-  return (f'The train steps of the {names}. From the full suite, `{SUITE_COMMAND}`, on {_cpu(info)} '
+  return (f'{what} From the full suite, `{SUITE_COMMAND}`, on {_cpu(info)} '
           f'(JAX\'s {info["device"].split(":")[0]} backend), {_versions(info)},'
           f' {info["date"]}; it took {data["seconds"] / 60:.1f} min. Every '
           f'figure: {src.link(SUITE.replace(".json", ".md"))}.')
@@ -149,7 +147,9 @@ def suite(src: Source) -> str:
              _peak(gpt[n]['memory']), bold(f'{ratio(gpt):.3f}', n),
              step(gpt, n), step(upd, n)]
     lines.append(f'| {bold(n, n)} | ' + ' | '.join(cells) + ' |')
-  return '\n'.join(lines) + '\n\n' + _suite_caption(src, data)
+  names = ' and '.join(res[k] for k in ('mlp_name', 'gpt2_name'))
+  return '\n'.join(lines) + '\n\n' + _suite_caption(
+      src, data, f'The train steps of the {names}.')
 
 
 def suite_methods(src: Source) -> str:
@@ -172,7 +172,10 @@ def suite_methods(src: Source) -> str:
     lines.append(f'| {n} | {m["state"] / m["params"]:.3f}x '
                  f'| {m["peak"] / adam:.3f} | {r["time"]["median_s"] * 1e3:.0f}'
                  f' | {loss} | {top} |')
-  return '\n'.join(lines) + '\n\n' + _suite_caption(src, data)
+  methods = data['results']['methods']
+  return '\n'.join(lines) + '\n\n' + _suite_caption(
+      src, data, f'MLP: {methods["mlp_name"]}; LM: {methods["lm_name"]}, '
+      f'{methods["steps"]} steps.')
 
 
 def suite_time(src: Source) -> str:
