@@ -35,6 +35,11 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
 
+from benchmarks import accelerators as accelerators_lib
+from benchmarks import collectives as collectives_lib
+from benchmarks import state_bytes as state_bytes_lib
+from examples.common import harness
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MiB = 2**20
 
@@ -99,15 +104,14 @@ def _state_bytes_caption(src: Source) -> str:
 def state_bytes(src: Source) -> str:
   """The optimizer-state bytes of GPT-2 small, BERT-base, ResNet-50 and a
   LLaMA-7B layer under Adam, Adafactor and Alada."""
-  from benchmarks import state_bytes as lib  # pylint: disable=g-import-not-at-top
-  return lib.table(src.json(STATE_BYTES)) + '\n\n' + _state_bytes_caption(src)
+  return (state_bytes_lib.table(src.json(STATE_BYTES)) + '\n\n'
+          + _state_bytes_caption(src))
 
 
 def state_bytes_methods(src: Source) -> str:
   """Bytes of optimizer state per fp32 parameter of every method of the
   package (the second table of ``benchmarks.state_bytes``)."""
-  from benchmarks import state_bytes as lib  # pylint: disable=g-import-not-at-top
-  return (lib.methods_table(src.json(STATE_BYTES)) + '\n\n'
+  return (state_bytes_lib.methods_table(src.json(STATE_BYTES)) + '\n\n'
           + _state_bytes_caption(src))
 
 
@@ -189,7 +193,6 @@ def suite_time(src: Source) -> str:
 
 def _example(src: Source, path: str) -> tuple[list, Any, dict[str, Any], str]:
   """An example's trials, task and record, and the caption of its table."""
-  from examples.common import harness  # pylint: disable=g-import-not-at-top
   results, task, extra = harness.read_report(os.path.join(src.root, path))
   info = extra['machine']
   caption = (f'From `{extra["command"]}` on {_cpu(info)} '
@@ -203,7 +206,6 @@ def _example(src: Source, path: str) -> tuple[list, Any, dict[str, Any], str]:
 
 def text_classification(src: Source) -> str:
   """The MiniLM fine-tuning example's table, as the example prints it."""
-  from examples.common import harness  # pylint: disable=g-import-not-at-top
   results, task, extra, caption = _example(src, TEXT_CLASSIFICATION)
   config = extra['config']
   return (harness.format_table(results, task) + '\n\n'
@@ -214,7 +216,6 @@ def text_classification(src: Source) -> str:
 
 def causal_lm(src: Source) -> str:
   """The causal LM example's table, as the example prints it."""
-  from examples.common import harness  # pylint: disable=g-import-not-at-top
   results, task, extra, caption = _example(src, CAUSAL_LM)
   config = extra['config']
   return (harness.format_table(results, task) + '\n\n'
@@ -258,15 +259,14 @@ def sharded_bytes(src: Source) -> str:
 def collectives(src: Source) -> str:
   """What each optimizer's sharded update moves between devices, both kinds
   of mesh axes (``benchmarks.collectives``' summary tables)."""
-  from benchmarks import collectives as lib  # pylint: disable=g-import-not-at-top
   data = src.json(COLLECTIVES)
   info = data['machine']
   lines = []
   for mode in data['modes']:
     lines += [f'{mode.capitalize()} mesh axes (`AxisType.'
               f'{"Auto" if mode == "auto" else "Explicit"}`):', '']
-    lines += lib.summary_table(data, mode) + ['']
-    steps = lib.steps_line(data, mode)
+    lines += collectives_lib.summary_table(data, mode) + ['']
+    steps = collectives_lib.steps_line(data, mode)
     lines += [steps, ''] if steps else []
   lines.append(f'From `{data["command"]}` on {_cpu(info)}, '
                f'{_versions(info)}: compile facts, deterministic. Every '
@@ -275,17 +275,17 @@ def collectives(src: Source) -> str:
 
 
 def _accelerators(src: Source, which: str) -> str:
-  from benchmarks import accelerators as lib  # pylint: disable=g-import-not-at-top
   path = ACCELERATORS.format(which)
   data = src.json(path)
   rows = data['rows']
   sharded = [r for r in rows if r['program'] == 'sharded']
-  lines = lib.headline(rows)
+  lines = accelerators_lib.headline(rows)
   if sharded:
     lines += ['', f'The sharded update, {sharded[0]["target"]}: '
               f'{sharded[0]["model_name"]}.', '']
-    lines += lib.sharded_table(sharded)
-  targets = '; '.join(f'{t}: {_versions(v, ("jax", "jaxlib", "libtpu", "jax-cuda12-plugin", "optax"))}'
+    lines += accelerators_lib.sharded_table(sharded)
+  names = ('jax', 'jaxlib', 'libtpu', 'jax-cuda12-plugin', 'optax')
+  targets = '; '.join(f'{t}: {_versions(v, names)}'
                       for t, v in data['versions'].items())
   lines += ['', f'Compile facts, not times: `python -m benchmarks.accelerators`'
             f' (merged with `--from-json` from {len(data["sources"])} runs) on '
@@ -307,14 +307,12 @@ def accelerators_before(src: Source) -> str:
 
 def headlines(src: Source) -> str:
   """Three one-line results (state, quality, speed), each with its command."""
-  models = src.json(STATE_BYTES)['models']['GPT-2 small']
-  state = models['state']
+  state = src.json(STATE_BYTES)['models']['GPT-2 small']['state']
   mib = lambda b: f'{b / MiB:,.1f} MiB'
   results, task, _, _ = _example(src, TEXT_CLASSIFICATION)
-  from examples.common import harness  # pylint: disable=g-import-not-at-top
   best = harness.best_per_optimizer(results, task.higher_is_better)
   gpt = src.json(SUITE)['results']['gpt2']
-  ratio = lambda n, what: (gpt['Alada'][what][n] / gpt['Adam'][what][n])
+  alada = lambda than, what, key: gpt['Alada'][what][key] / gpt[than][what][key]
   return '\n'.join([
       f'- **State**: for GPT-2 small, Alada keeps {mib(state["Alada"])} of '
       f'optimizer state against Adam\'s {mib(state["Adam"])} '
@@ -327,9 +325,9 @@ def headlines(src: Source) -> str:
                   for n, r in best.items())
       + ': `python -m examples.text_classification.main`.',
       f'- **Speed**: the GPT-2-small-shaped train step on CPU takes '
-      f'{ratio("median_s", "time"):.2f}x Adam\'s time and peaks at '
-      f'{ratio("peak", "memory"):.3f}x Adam\'s memory '
-      f'({gpt["Alada"]["memory"]["peak"] / gpt["SGD+momentum"]["memory"]["peak"]:.3f}x '
+      f'{alada("Adam", "time", "median_s"):.2f}x Adam\'s time and peaks at '
+      f'{alada("Adam", "memory", "peak"):.3f}x Adam\'s memory '
+      f'({alada("SGD+momentum", "memory", "peak"):.3f}x '
       'SGD-with-momentum\'s): `python -m benchmarks.run`.',
   ])
 

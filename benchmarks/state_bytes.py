@@ -3,9 +3,12 @@
 The states are built by the optimizers' own ``init`` under ``jax.eval_shape``
 (nothing is allocated), so the figures are exactly what a user gets.
 
-    python -m benchmarks.state_bytes             # prints the two tables
-    python -m benchmarks.state_bytes --publish   # maintainers: also writes
-                                                 # benchmarks/results/state_bytes.json
+    python -m benchmarks.state_bytes            # prints the two tables
+    python -m benchmarks.state_bytes --publish  # maintainers: also records them
+
+``--publish`` writes every figure, with the versions, to the committed
+``benchmarks/results/state_bytes.json`` that the docs' tables are generated
+from (``python -m benchmarks.figures``).
 """
 
 from __future__ import annotations

@@ -135,7 +135,8 @@ def describe_collectives(what: str, summary: dict[str, Any]) -> str:
   """One line of :func:`collectives_summary`'s figures."""
   by_kind = ', '.join(f'{n} {k}' for k, n in summary['by_kind'].items())
   big = summary['largest']
-  shapes = tuple((d, tuple(shape)) for d, shape in big['shapes']) if big else '-'
+  shapes = (tuple((d, tuple(shape)) for d, shape in big['shapes']) if big
+            else '-')
   return (f'{what}: {summary["collectives"]} collectives ({by_kind}),'
           f' {summary["bytes_per_step"]:,} bytes per device per step'
           ' (costliest branch of each cond; a loop body as many times as it'
