@@ -204,25 +204,29 @@ def _example(src: Source, path: str) -> tuple[list, Any, dict[str, Any], str]:
   return results, task, extra, caption
 
 
-def text_classification(src: Source) -> str:
-  """The MiniLM fine-tuning example's table, as the example prints it."""
-  results, task, extra, caption = _example(src, TEXT_CLASSIFICATION)
+def _example_table(src: Source, path: str, length: str,
+                   held_out: Callable[[dict[str, Any]], str]) -> str:
+  results, task, extra, caption = _example(src, path)
   config = extra['config']
   return (harness.format_table(results, task) + '\n\n'
           + f'{config["num_steps"]} steps of batch {config["batch_size"]} x '
-          f'{config["max_length"]} tokens, {extra["test_sentences"]:,} '
-          f'held-out sentences. ' + caption)
+          f'{config[length]} tokens; {held_out(extra)}. ' + caption)
+
+
+def text_classification(src: Source) -> str:
+  """The MiniLM fine-tuning example's table, as the example prints it."""
+  return _example_table(
+      src, TEXT_CLASSIFICATION, 'max_length',
+      lambda extra: f'{extra["test_sentences"]:,} held-out sentences')
 
 
 def causal_lm(src: Source) -> str:
   """The causal LM example's table, as the example prints it."""
-  results, task, extra, caption = _example(src, CAUSAL_LM)
-  config = extra['config']
-  return (harness.format_table(results, task) + '\n\n'
-          + f'{config["num_steps"]} steps of batch {config["batch_size"]} x '
-          f'{config["seq_len"]} tokens; held-out perplexity '
-          f'({extra["heldout_tokens"]:,} tokens) before fine-tuning: '
-          f'{extra["start_perplexity"]:.2f}. ' + caption)
+  return _example_table(
+      src, CAUSAL_LM, 'seq_len',
+      lambda extra: (f'held-out perplexity ({extra["heldout_tokens"]:,} '
+                     'tokens) before fine-tuning: '
+                     f'{extra["start_perplexity"]:.2f}'))
 
 
 def sharded_bytes(src: Source) -> str:
