@@ -16,25 +16,13 @@ from benchmarks import collectives
 from benchmarks import run
 from benchmarks import state_bytes
 from examples.sharded.configs import default as sharded_config
+from tests import checkout
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def _env():
-  env = dict(os.environ)
-  env['PYTHONPATH'] = REPO + os.pathsep + env.get('PYTHONPATH', '')
-  env.setdefault('OPENBLAS_NUM_THREADS', '1')
-  return env
-
-
-def _git_status():
-  """`git status --porcelain` of the checkout, or None outside a git checkout."""
-  try:
-    out = subprocess.run(['git', 'status', '--porcelain'], cwd=REPO,
-                         capture_output=True, text=True, timeout=60)
-  except (OSError, subprocess.TimeoutExpired):
-    return None
-  return out.stdout if out.returncode == 0 else None
+_env = checkout.command_env
+_git_status = checkout.git_status
 
 
 def test_quick_benchmark_writes_under_out_and_leaves_the_checkout_clean(tmp_path):

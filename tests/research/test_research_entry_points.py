@@ -11,25 +11,13 @@ import sys
 import pytest
 
 from benchmarks.research import in_backward
+from tests import checkout
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
-def _env():
-  env = dict(os.environ)
-  env['PYTHONPATH'] = REPO + os.pathsep + env.get('PYTHONPATH', '')
-  env.setdefault('OPENBLAS_NUM_THREADS', '1')
-  return env
-
-
-def _git_status():
-  """`git status --porcelain` of the checkout, or None outside a git checkout."""
-  try:
-    out = subprocess.run(['git', 'status', '--porcelain'], cwd=REPO,
-                         capture_output=True, text=True, timeout=60)
-  except (OSError, subprocess.TimeoutExpired):
-    return None
-  return out.stdout if out.returncode == 0 else None
+_env = checkout.command_env
+_git_status = checkout.git_status
 
 
 def test_in_backward_every_flag_is_documented(capsys):
