@@ -35,6 +35,7 @@ hook, :class:`StepInputs`.
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, NamedTuple, Optional
@@ -156,6 +157,48 @@ Kernel = Callable[..., tuple[jax.Array, Any]]
 TreeKernel = Callable[..., Sequence[tuple[jax.Array, Any]]]
 
 
+_COMPILED: collections.OrderedDict = collections.OrderedDict()
+_COMPILED_MAX = 32
+
+
+def concrete_key(*values: Any) -> Optional[tuple]:
+  """A hashable key of a tree kernel's closure, or None if a value is traced.
+
+  Scalars (Python or concrete arrays) become floats; strings, None, booleans
+  and functions stay as they are. Under ``jax.jit`` (say, hyperparameters
+  injected with :func:`optax.inject_hyperparams` inside a jitted step) a
+  value is a tracer and there is no key.
+  """
+  key = []
+  for v in values:
+    if v is None or isinstance(v, (str, bool)) or callable(v):
+      key.append(v)
+      continue
+    try:
+      key.append(float(v))
+    except (TypeError, jax.errors.ConcretizationTypeError):
+      return None
+  return tuple(key)
+
+
+def _compiled(tree_kernel: TreeKernel, key: Optional[tuple]) -> TreeKernel:
+  """``tree_kernel`` jitted, its plans static.
+
+  Called outside jit, an update would otherwise compile its control flow
+  anew on each call. Transformations built with the same ``key`` share the
+  compiled kernel: :func:`optax.inject_hyperparams` builds a transformation
+  on each update.
+  """
+  if key is None:
+    return jax.jit(tree_kernel, static_argnums=2)
+  if key not in _COMPILED:
+    _COMPILED[key] = jax.jit(tree_kernel, static_argnums=2)
+    if len(_COMPILED) > _COMPILED_MAX:
+      _COMPILED.popitem(last=False)
+  _COMPILED.move_to_end(key)
+  return _COMPILED[key]
+
+
 def transformation(
     name: str,
     declaration: Declaration,
@@ -167,6 +210,7 @@ def transformation(
     mu_dtype: Optional[jnp.dtype] = None,
     step_inputs: Optional[StepInputs] = None,
     tree_kernel: Optional[TreeKernel] = None,
+    tree_kernel_key: Optional[tuple] = None,
 ) -> optax.GradientTransformation:
   """A transformation that steps each leaf with ``kernel``.
 
@@ -188,6 +232,9 @@ def transformation(
       over the lists of the non-empty leaves: for a transformation whose
       control flow is one for the whole tree (Alada's parity), not one per
       leaf. ``kernel`` and ``hyperparams`` are then unused (None).
+    tree_kernel_key: what ``tree_kernel`` computes, as :func:`concrete_key`
+      gives it (None: not known): transformations with equal keys share one
+      compiled tree kernel.
 
   Returns:
     A :class:`optax.GradientTransformation`.
@@ -195,9 +242,7 @@ def transformation(
   state_type = declaration.state
   names = tuple(declaration.fields)
   if tree_kernel is not None:
-    # One compiled step of all leaves (the plans are static): called outside
-    # jit, an update would otherwise compile its control flow anew each call.
-    tree_kernel = jax.jit(tree_kernel, static_argnums=2)
+    tree_kernel = _compiled(tree_kernel, tree_kernel_key)
 
   def plans_for(tree):
     return matricize.tree_plans(tree, dimension_numbers, plan_fn)

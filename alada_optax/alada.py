@@ -306,7 +306,9 @@ def scale_by_alada(
 
   return _leafwise.transformation(
       _NAME, _FIELDS, None, None, dimension_numbers=dimension_numbers,
-      mu_dtype=mu_dtype, tree_kernel=update_leaves)
+      mu_dtype=mu_dtype, tree_kernel=update_leaves,
+      tree_kernel_key=_leafwise.concrete_key(
+          _NAME, b1, b2, eps, step_bound, second_moment))
 
 
 def alada(

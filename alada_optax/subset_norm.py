@@ -547,7 +547,8 @@ def scale_by_subspace_momentum(
       lambda shape, spec: subspace_plan(shape, rank, spec),
       dimension_numbers=dimension_numbers, mu_dtype=mu_dtype,
       tree_kernel=_subspace_tree_kernel(
-          _sm_leaf, (b1, update_proj_gap), lambda sp: sp))
+          _sm_leaf, (b1, update_proj_gap), lambda sp: sp),
+      tree_kernel_key=_leafwise.concrete_key(_sm_leaf, b1, update_proj_gap))
 
 
 # -- Adam-SN with Subspace-Momentum --------------------------------------------
@@ -686,7 +687,9 @@ def scale_by_adam_snsm(
       name, _SNSM_FIELDS, None, None, plans,
       dimension_numbers=dimension_numbers, mu_dtype=mu_dtype,
       tree_kernel=_subspace_tree_kernel(
-          _snsm_leaf, (b1, b2, eps, update_proj_gap), lambda p: p[0]))
+          _snsm_leaf, (b1, b2, eps, update_proj_gap), lambda p: p[0]),
+      tree_kernel_key=_leafwise.concrete_key(
+          _snsm_leaf, b1, b2, eps, update_proj_gap))
 
 
 def adamw_snsm(
