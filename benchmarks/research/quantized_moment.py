@@ -446,10 +446,17 @@ def compile_facts(target, leaf=(50304, 768)):
 
 
 def main(argv=None):
-  parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
+  parser = argparse.ArgumentParser(
+      prog='python -m benchmarks.research.quantized_moment',
+      description=__doc__,
+      formatter_class=argparse.RawDescriptionHelpFormatter)
   parser.add_argument('--only',
-                      default='roundtrip,candidates,ema,idle,compile')
-  parser.add_argument('--target', default='cpu', choices=('cpu', 'v5e', 'h100'))
+                      default='roundtrip,candidates,ema,idle,compile',
+                      help='comma-separated sections (default: all)')
+  parser.add_argument('--target', default='cpu', choices=('cpu', 'v5e', 'h100'),
+                      help="the compile section's compiler: this machine's "
+                      'CPU, or deviceless TPU v5e / H100 (from the side '
+                      "environment that has its plugin)")
   parser.add_argument('--small', action='store_true',
                       help='128 x 512 data (a smoke run)')
   args = parser.parse_args(argv)
