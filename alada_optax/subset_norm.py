@@ -33,6 +33,7 @@ import numpy as np
 import optax
 
 from alada_optax import _alias
+from alada_optax import _backends
 from alada_optax import _leafwise
 from alada_optax import _layout
 from alada_optax import _validation
@@ -233,18 +234,20 @@ def _top_singular_vectors(g, proj, sp: SubspacePlan):
 def _refreshed_projectors(gs, projs, refresh, plans):
   """Every leaf's projector after this step's refresh decision.
 
-  The decision is the step counter's, the same for every leaf, so one
-  ``lax.cond`` holds all the leaves' eigendecompositions: XLA:GPU runs each
-  conditional as a blocking device-to-host copy of its predicate, one per
-  update instead of one per leaf (issue 22). Leaves without a projector
-  pass through; with none, there is no conditional at all.
+  The decision is the step counter's, the same for every leaf; how it is
+  compiled per backend is :func:`alada_optax._backends.refresh_by_step`'s
+  (one conditional for all leaves on GPU and TPU, one per leaf on CPU).
+  Leaves without a projector pass through; with none, there is no
+  conditional at all.
   """
   active = [i for i, sp in enumerate(plans) if sp.active]
   if not active:
     return list(projs)
-  refit = lambda: [_top_singular_vectors(gs[i], projs[i], plans[i])
-                   for i in active]
-  new = jax.lax.cond(refresh, refit, lambda: [projs[i] for i in active])
+  new = _backends.refresh_by_step(
+      refresh,
+      [lambda i=i: _top_singular_vectors(gs[i], projs[i], plans[i])
+       for i in active],
+      [projs[i] for i in active])
   projs = list(projs)
   for i, proj in zip(active, new):
     projs[i] = proj

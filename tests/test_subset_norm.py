@@ -17,6 +17,7 @@ import numpy as np
 import optax
 import pytest
 
+from alada_optax import hlo
 from alada_optax import matricize
 from alada_optax.subset_norm import ScaleByAdamSNSMState
 from alada_optax.subset_norm import adamw_sn
@@ -304,24 +305,29 @@ def test_eigendecomposition_only_inside_cond():
   assert 'eigh' in str(jaxpr)
 
 
-def _lowered_control_flow(opt, params):
-  """(conditionals, while loops) that the lowered update asks for."""
-  text = jax.jit(opt.update).lower(params, opt.init(params), params).as_text()
-  return (text.count('stablehlo.case') + text.count('stablehlo.if'),
-          text.count('stablehlo.while'))
+def _lowered_control_flow(opt, params, platform='cuda'):
+  """(conditionals, while loops) that the update lowered for ``platform``
+  asks for (no device of that kind is needed to lower)."""
+  lowered = jax.jit(opt.update).trace(params, opt.init(params), params).lower(
+      lowering_platforms=(platform,))
+  structure = hlo.hlo_structure(
+      lowered.compiler_ir('hlo').as_hlo_module().to_string())
+  return structure.conditionals, structure.whiles
 
 
 @pytest.mark.parametrize('make', [
     lambda: adamw_snsm(0.1, rank=1),
     lambda: scale_by_subspace_momentum(rank=1)])
 def test_one_conditional_whatever_the_number_of_leaves(make):
-  """The refresh decision is the step counter's: one lax.cond for the whole
-  tree (each conditional is a blocking host sync on XLA:GPU), not one per
-  leaf; leaves without a projector add none."""
+  """The refresh decision is the step counter's: on GPU one lax.cond for the
+  whole tree (each conditional is a blocking host sync on XLA:GPU), not one
+  per leaf; on CPU one per leaf (a conditional over the tree would keep every
+  gradient alive: test_memory); leaves without a projector add none."""
   for leaves in (1, 6):
     params = {f'w{i}': jnp.zeros((4 + i, 3)) for i in range(leaves)}
     params['b'] = jnp.zeros((3,))
     assert _lowered_control_flow(make(), params) == (1, 0), leaves
+    assert _lowered_control_flow(make(), params, 'cpu') == (leaves, 0), leaves
 
 
 def test_no_conditional_without_subspace_momentum():
