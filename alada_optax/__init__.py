@@ -2,6 +2,7 @@
 
 from alada_optax import hlo
 from alada_optax import sharding
+from alada_optax._quantize import Int8
 from alada_optax.adapprox import ScaleByAdapproxState
 from alada_optax.adapprox import adapprox
 from alada_optax.adapprox import scale_by_adapprox
@@ -29,6 +30,7 @@ __version__ = '0.1.0'
 # Public API, sorted. matricize's plans (MatrixPlan, plan_for) and SMMF's
 # square_shape are internals: import them from their modules.
 __all__ = (
+    'Int8',
     'MatrixDimensionNumbers',
     'ScaleByAdamSNSMState',
     'ScaleByAdapproxState',

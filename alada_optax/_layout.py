@@ -215,6 +215,18 @@ def batch(shape, pshape, plan):
   return tuple((a,) for a in plan.batch_axes)
 
 
+def blocks(shape, pshape, plan):
+  """``pshape[:-1] + (nblocks,)``: an 8-bit moment's scale per block of its
+  param's last axis. The last axis keeps its param's sharding only where
+  every device holds whole blocks (the blocks equal, their number a multiple
+  of the shards): a block never crosses a shard boundary."""
+  del plan
+  if (not pshape or len(shape) != len(pshape)
+      or tuple(shape[:-1]) != tuple(pshape[:-1]) or not shape[-1]):
+    return None
+  return tuple((a,) for a in range(len(pshape)))
+
+
 def replicated(shape, pshape, plan):
   del shape, pshape, plan
   return None

@@ -37,14 +37,17 @@ from __future__ import annotations
 
 import collections
 import dataclasses
+import math
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, NamedTuple, Optional
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 
 from alada_optax import _layout
+from alada_optax import _quantize
 from alada_optax import _validation
 from alada_optax import matricize
 
@@ -55,6 +58,11 @@ PLACEHOLDER = (0,)
 # Dtypes of a field, besides a concrete one (int32 counters, uint8 bits):
 FACTOR = 'factor'  # float32, or the param's dtype if wider.
 MOMENT = 'moment'  # mu_dtype, else the param's; kept in it across steps.
+# The per-block scales of the MOMENT field where it is stored in 8 bits
+# (mu_dtype an `Int8`; int8 codes in the MOMENT field), float32, shaped
+# `_quantize.scales_shape`; None for the leaves kept in floats (no array:
+# orbax saves no zero-size one).
+SCALES = 'scales'
 
 
 def param_shape(shape, plan):
@@ -72,7 +80,8 @@ class Field(NamedTuple):
       ``_layout.cols``, ``_layout.batch``, ...).
     shape: ``(param shape, plan) -> shape``, or None where the leaf does not
       use the field (it then holds a placeholder, replicated).
-    dtype: :data:`FACTOR`, :data:`MOMENT` or a dtype.
+    dtype: :data:`FACTOR`, :data:`MOMENT`, :data:`SCALES` (with ``shape``
+      unused) or a dtype.
   """
 
   role: _layout.Rule
@@ -88,10 +97,16 @@ class Declaration:
   fields: Mapping[str, Field]
   placeholder: tuple
 
-  def shapes(self, shape, plan) -> dict:
-    """Each field's shape for a leaf of ``shape`` (placeholders included)."""
+  def shapes(self, shape, plan, fmt=None) -> dict:
+    """Each field's shape for a leaf of ``shape`` (placeholders included),
+    its MOMENT field stored in ``fmt`` (an ``Int8``) or not (None; its
+    SCALES field is then None, no array)."""
     out = {}
     for name, field in self.fields.items():
+      if field.dtype is SCALES:
+        out[name] = (None if fmt is None else
+                     _quantize.scales_shape(tuple(shape), fmt.block_size))
+        continue
       want = field.shape(tuple(shape), plan)
       out[name] = self.placeholder if want is None else tuple(want)
     return out
@@ -171,7 +186,7 @@ def concrete_key(*values: Any) -> Optional[tuple]:
   """
   key = []
   for v in values:
-    if v is None or isinstance(v, (str, bool)) or callable(v):
+    if v is None or isinstance(v, (str, bool, _quantize.Int8)) or callable(v):
       key.append(v)
       continue
     try:
@@ -207,7 +222,8 @@ def transformation(
     plan_fn: Callable[[tuple, Any], Any] = matricize.plan_for,
     *,
     dimension_numbers: matricize.DimensionNumbersOrFn = None,
-    mu_dtype: Optional[jnp.dtype] = None,
+    mu_dtype: Optional[jnp.dtype | _quantize.Int8] = None,
+    quantize_mask: Any = None,
     step_inputs: Optional[StepInputs] = None,
     tree_kernel: Optional[TreeKernel] = None,
     tree_kernel_key: Optional[tuple] = None,
@@ -225,7 +241,13 @@ def transformation(
       leaf's static plan (hashable: kernels are jitted with it static).
     dimension_numbers: the matrix views, as
       :func:`~alada_optax.matricize.tree_plans` reads them.
-    mu_dtype: the dtype of the :data:`MOMENT` fields (None: the params').
+    mu_dtype: the dtype of the :data:`MOMENT` fields (None: the params'),
+      or an :class:`~alada_optax.Int8`: int8 codes in the MOMENT field and
+      their scales in the :data:`SCALES` field for the leaves it applies to
+      (see :func:`moment_formats`), the params' dtype for the others. A
+      kernel tells them apart by its MOMENT field's dtype (int8).
+    quantize_mask: with an ``Int8`` ``mu_dtype``, the leaves it may apply
+      to (see :func:`moment_formats`).
     step_inputs: see :class:`StepInputs`.
     tree_kernel: in place of ``kernel``, a step of all the leaves at once,
       ``(gs, states, plans, count, *inputs) -> [(direction, state), ...]``
@@ -241,34 +263,44 @@ def transformation(
   """
   state_type = declaration.state
   names = tuple(declaration.fields)
+  fmt = mu_dtype if isinstance(mu_dtype, _quantize.Int8) else None
+  if fmt is not None:
+    mu_dtype = None
+  moments = [f for f, field in declaration.fields.items()
+             if field.dtype is MOMENT]
   if tree_kernel is not None:
     tree_kernel = _compiled(tree_kernel, tree_kernel_key)
 
   def plans_for(tree):
     return matricize.tree_plans(tree, dimension_numbers, plan_fn)
 
-  def dtype_of(field, x):
-    if field.dtype is FACTOR:
+  def dtype_of(field, x, leaf_fmt):
+    if field.dtype is FACTOR or field.dtype is SCALES:
       return _validation.factor_dtype(jnp.result_type(x))
     if field.dtype is MOMENT:
-      return mu_dtype
+      return jnp.int8 if leaf_fmt is not None else mu_dtype
     return field.dtype
 
-  def zeros(field, x, plan):
-    shape, dtype = field.shape(jnp.shape(x), plan), dtype_of(field, x)
-    if shape is None:
-      shape = declaration.placeholder
-    elif tuple(shape) == jnp.shape(x):  # laid out, and typed, like the param
+  def zeros(name, x, plan, leaf_fmt):
+    field = declaration.fields[name]
+    shape = declaration.shapes(jnp.shape(x), plan, leaf_fmt)[name]
+    if shape is None:  # the scales of a moment kept in floats
+      return None
+    dtype = dtype_of(field, x, leaf_fmt)
+    if shape == jnp.shape(x) and field.dtype is not SCALES:
+      # laid out, and typed, like the param
       return jnp.zeros_like(x, dtype=dtype)
     return jnp.zeros(shape, dtype or jnp.result_type(x))
 
   def init_fn(params):
     _validation.check_float_leaves(params, 'parameter', name)
     plans = plans_for(params)
-    fields = {
-        f: jax.tree.map(lambda x, p, f=f: zeros(declaration.fields[f], x, p),
-                        params, plans)
-        for f in names}
+    treedef = jax.tree.structure(params)
+    flat = list(zip(treedef.flatten_up_to(params),
+                    treedef.flatten_up_to(plans),
+                    moment_formats(params, fmt, quantize_mask, name)))
+    fields = {f: jax.tree.unflatten(treedef, [zeros(f, *leaf) for leaf in flat])
+              for f in names}
     others = step_inputs.init(params) if step_inputs else {}
     state = state_type(count=jnp.zeros([], jnp.int32), **fields, **others)
     # Explicit mesh axes: the state's layout comes with it (a no-op else).
@@ -280,9 +312,13 @@ def transformation(
         updates, getattr(state, names[0]), name, _validation.no_shape_check)
     _validation.check_float_leaves(updates, 'update', name)
     plans = plans_for(updates)
+    # The leaves whose moment is stored in 8 bits, as the state says.
+    formats = None if not moments or fmt is None else [
+        fmt if jnp.result_type(mu) == jnp.int8 else None for mu in
+        jax.tree.structure(updates).flatten_up_to(getattr(state, moments[0]))]
     _validation.check_state_shapes(
         name, updates, plans, declaration.shapes,
-        {f: getattr(state, f) for f in names})
+        {f: getattr(state, f) for f in names}, formats)
 
     treedef = jax.tree.structure(updates)
     flat_updates = treedef.flatten_up_to(updates)
@@ -326,3 +362,65 @@ def transformation(
     return direction, _layout.place(state, updates, dimension_numbers)
 
   return optax.GradientTransformation(init_fn, update_fn)
+
+
+def moment_formats(params: Any, fmt: Optional[_quantize.Int8],
+                   mask: Any, name: str) -> list:
+  """Per leaf of ``params`` (a list in ``jax.tree.leaves`` order), ``fmt``
+  where its first moment is stored in 8 bits, else None.
+
+  ``fmt`` applies to the leaves that ``mask`` selects (None: all; a pytree
+  of bools, a prefix of the params, or a callable returning one from the
+  params, as :func:`optax.masked` takes) and that have at least
+  ``fmt.min_size`` entries and one axis or more.
+  """
+  is_empty = lambda x: x is None or isinstance(x, optax.MaskedNode)
+  treedef = jax.tree.structure(params)
+  if fmt is None:
+    return [None] * treedef.num_leaves
+  if callable(mask):
+    mask = mask(params)
+  if mask is None:
+    chosen = jax.tree.map(lambda _: True, params, is_leaf=is_empty)
+  else:
+    def broadcast(m, subtree):
+      if not isinstance(m, (bool, np.bool_)):
+        raise TypeError(
+            f'{name}: quantize_mask must hold Python bools, got {m!r}.')
+      return jax.tree.map(lambda _: bool(m), subtree, is_leaf=is_empty)
+    try:
+      chosen = jax.tree.map(broadcast, mask, params,
+                            is_leaf=lambda x: isinstance(x, (bool, np.bool_)))
+    except ValueError as e:
+      raise ValueError(
+          f'{name}: quantize_mask must be a prefix of the params\''
+          f' structure: {e}') from None
+  paths = [p for p, _ in jax.tree_util.tree_leaves_with_path(
+      params, is_leaf=is_empty) if not is_empty(_)]
+  out = []
+  for path, x, c in zip(paths, treedef.flatten_up_to(params),
+                        treedef.flatten_up_to(chosen)):
+    quantized = c and jnp.ndim(x) >= 1 and jnp.size(x) >= fmt.min_size
+    if quantized:
+      _check_blocks_within_shards(name, path, x, fmt.block_size)
+    out.append(fmt if quantized else None)
+  return out
+
+
+def _check_blocks_within_shards(name, path, x, block_size):
+  """On a mesh with explicit axes, a ValueError naming the leaf where a
+  block of its last axis would cross a shard boundary."""
+  sharding = _layout._explicit_sharding(x)  # pylint: disable=protected-access
+  if sharding is None:
+    return
+  entries = _layout.spec_entries(sharding.spec, jnp.ndim(x))
+  axes = _layout._entry_axes(entries[-1])  # pylint: disable=protected-access
+  shards = math.prod(int(sharding.mesh.shape[a]) for a in axes)
+  n = jnp.shape(x)[-1]
+  if shards > 1 and (n // shards) % block_size:
+    raise ValueError(
+        f'{name}: leaf {_validation.leaf_name(path)} has its last axis of {n}'
+        f' split into {shards} shards of {n // shards} entries, which blocks'
+        f' of {block_size} (Int8.block_size) would cross. Use a block_size'
+        f' that divides {n // shards}, or keep the leaf in floats with'
+        ' quantize_mask.')

@@ -218,25 +218,30 @@ def check_state_type(state: Any, expected: type, transform: str) -> None:
 
 
 def check_state_shapes(transform: str, updates: Any, plans: Any,
-                       expected: Callable[[tuple, Any], dict],
-                       fields: dict) -> None:
+                       expected: Callable[..., dict],
+                       fields: dict, formats: Any = None) -> None:
   """Raises an error naming the first leaf whose state has the wrong shapes.
 
   Args:
     transform: the transformation's name, for the message.
     updates: the incoming updates.
     plans: a plan per leaf of ``updates``.
-    expected: ``(leaf shape, plan) -> {field: shape}``, the shapes of the
-      state's ``fields`` that the leaf implies.
+    expected: ``(leaf shape, plan, format) -> {field: shape}``, the shapes
+      of the state's ``fields`` that the leaf implies.
     fields: the state's per-leaf fields, by name.
+    formats: per leaf of ``updates`` (a list in ``jax.tree.leaves`` order),
+      how its first moment is stored (passed to ``expected``); None: None
+      for every leaf.
   """
   treedef = jax.tree.structure(updates)
   columns = {f: treedef.flatten_up_to(tree) for f, tree in fields.items()}
-  for i, ((path, g), plan) in enumerate(zip(
+  flat_formats = [None] * treedef.num_leaves if formats is None else formats
+  for i, ((path, g), plan, fmt) in enumerate(zip(
       jax.tree_util.tree_leaves_with_path(updates),
-      treedef.flatten_up_to(plans))):
-    want = expected(jnp.shape(g), plan)
-    have = {f: tuple(jnp.shape(column[i])) for f, column in columns.items()}
+      treedef.flatten_up_to(plans), flat_formats)):
+    want = expected(jnp.shape(g), plan, fmt)
+    have = {f: None if column[i] is None else tuple(jnp.shape(column[i]))
+            for f, column in columns.items()}
     if want != have:
       wrong = ', '.join(f'{f} {have[f]} (not {want[f]})' for f in want
                         if want[f] != have[f])

@@ -19,6 +19,7 @@ from alada_optax import _alias
 from alada_optax import _backends
 from alada_optax import _leafwise
 from alada_optax import _layout
+from alada_optax import _quantize
 from alada_optax import _validation
 from alada_optax import matricize
 
@@ -33,7 +34,9 @@ class ScaleByAladaState(NamedTuple):
 
   Attributes:
     count: number of updates applied, int32 scalar.
-    mu: first moment ``M``, shaped like the leaf, in ``mu_dtype``.
+    mu: first moment ``M``, shaped like the leaf, in ``mu_dtype``; with an
+      :class:`Int8` ``mu_dtype``, its int8 codes where the leaf is stored in
+      8 bits.
     p: row factor, shape ``batch_shape + (m,)``.
     q: column factor, shape ``batch_shape + (n,)``.
     v0: ``||G_0||^2 / (m n)`` of the leaf's first non-zero gradient, shape
@@ -42,6 +45,8 @@ class ScaleByAladaState(NamedTuple):
       int32, shape ``batch_shape``. The leaf's step in Algorithm 2 is
       ``t = count - t0`` (its bias corrections); the parity of ``count``,
       one for the whole tree, picks the factor to refit.
+    mu_scale: the scales of ``mu``'s codes, one per block of its last axis,
+      float32, where ``mu`` is stored in 8 bits; None elsewhere.
 
   Examples:
     >>> import jax.numpy as jnp
@@ -60,6 +65,7 @@ class ScaleByAladaState(NamedTuple):
   q: optax.Updates
   v0: optax.Updates
   t0: optax.Updates
+  mu_scale: optax.Updates
 
 
 _NAME = 'scale_by_alada'
@@ -78,6 +84,7 @@ _FIELDS = _leafwise.declare(ScaleByAladaState, {
     'v0': _leafwise.Field(_layout.batch, lambda shape, plan: plan.batch_shape),
     't0': _leafwise.Field(_layout.batch, lambda shape, plan: plan.batch_shape,
                           jnp.int32),
+    'mu_scale': _leafwise.Field(_layout.blocks, None, _leafwise.SCALES),
 }, strict=True)
 
 
@@ -97,8 +104,8 @@ def _unit(factor: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
 class _Leaf(NamedTuple):
   """One leaf's arrays and per-matrix scalars for a step of Algorithm 2."""
 
-  mu: jax.Array  # M_{t+1}, as stored
-  target: jax.Array  # what V squares: M_{t+1} (line 7), or G_t
+  mu: Any  # M_{t+1} as stored: in mu's dtype, or int8 codes and scales
+  target: Optional[jax.Array]  # what V squares: G_t, or None for M_{t+1}
   p: jax.Array
   q: jax.Array
   v0: jax.Array
@@ -113,11 +120,12 @@ def scale_by_alada(
     b1: jax.typing.ArrayLike = 0.9,
     b2: jax.typing.ArrayLike = 0.9,
     eps: jax.typing.ArrayLike = 1e-16,
-    mu_dtype: Optional[jax.typing.DTypeLike] = None,
+    mu_dtype: Union[jax.typing.DTypeLike, str, _quantize.Int8, None] = None,
     step_bound: Optional[jax.typing.ArrayLike] = 1.0,
     *,
     second_moment: str = 'momentum',
     dimension_numbers: matricize.DimensionNumbersOrFn = None,
+    quantize_mask: Union[Any, Callable[[optax.Params], Any], None] = None,
 ) -> optax.GradientTransformation:
   r"""Rescale updates according to Alada (Algorithm 2 of the paper).
 
@@ -144,10 +152,14 @@ def scale_by_alada(
       recommends ``b1 = b2 = 0.9`` to match Adam with ``(0.9, 0.999)``.
     eps: Added to ``||q||^2`` and ``||p||^2`` in the refits and to ``U~``
       under the square root.
-    mu_dtype: Storage dtype of the first moment; if ``None``, the params'.
-      The arithmetic, ``p``, ``q`` and ``v0`` use float32 (or the params'
-      dtype if wider). The refit and the step read ``M`` as stored (rounded
-      to ``mu_dtype``): no full-size float32 copy of ``M`` is made.
+    mu_dtype: Storage of the first moment: a floating dtype, ``'int8'``
+      (:class:`Int8` with its defaults) or an :class:`Int8` (int8 codes and
+      a float32 scale per block: about a quarter of the params' fp32 bytes);
+      if ``None``, the params' dtype. The arithmetic, ``p``, ``q`` and
+      ``v0`` use float32 (or the params' dtype if wider). The refit and the
+      step read ``M`` as stored (rounded to ``mu_dtype``, or decoded from
+      its codes inside their own passes): no full-size float32 copy of ``M``
+      is made.
     step_bound: The largest per-entry step ``|M~ / sqrt(U~ + eps)|``; steps
       beyond it are clipped to it (see :func:`alada`). ``None`` gives the
       paper's Algorithm 2 exactly.
@@ -160,6 +172,11 @@ def scale_by_alada(
       :class:`MatrixDimensionNumbers` for every leaf, a pytree (prefix of the
       params) of them with ``None`` for eq. (12), or a callable returning such
       a pytree from the params.
+    quantize_mask: With an 8-bit ``mu_dtype``, the leaves whose first moment
+      it may store (those with at least ``Int8.min_size`` entries): a pytree
+      of bools (a prefix of the params) or a callable returning one from
+      the params, ``False`` to keep a leaf (an embedding, say) in the
+      params' dtype; ``None``: every leaf.
 
   Returns:
     A :class:`optax.GradientTransformation`.
@@ -195,20 +212,41 @@ def scale_by_alada(
   if step_bound is not None:
     _validation.check_hyperparams(
         _NAME, step_bound=(step_bound, _validation.POSITIVE))
-  mu_dtype = _validation.check_mu_dtype(_NAME, mu_dtype)
+  mu_dtype = _quantize.moment_dtype(_NAME, mu_dtype)
+  fmt = mu_dtype if isinstance(mu_dtype, _quantize.Int8) else None
+  if quantize_mask is not None and fmt is None:
+    raise ValueError(f'{_NAME}: quantize_mask needs an 8-bit mu_dtype '
+                     f"(mu_dtype='int8' or an alada_optax.Int8), got {mu_dtype}.")
   if second_moment not in SECOND_MOMENTS:
     raise ValueError(
         f'{_NAME}: second_moment must be one of {SECOND_MOMENTS}, got '
         f'{second_moment!r}.')
 
-  def fold(g, state, count) -> _Leaf:
+  def moment(leaf: _Leaf) -> jax.Array:
+    """M_{t+1} as stored, in the arithmetic's dtype."""
+    dtype = leaf.p.dtype
+    if isinstance(leaf.mu, tuple):  # 8 bits: codes and scales
+      return _quantize.decode(*leaf.mu, fmt, dtype)
+    return leaf.mu.astype(dtype)
+
+  def fold(g, state, count, seed) -> _Leaf:
     """Lines 5-7 for one leaf: G folds into M; the leaf's clock; V's target."""
     dtype = _validation.factor_dtype(g.dtype)
     b1_ = jnp.asarray(b1, dtype)
-    # Line 5: M_{t+1} = b1 M_t + (1 - b1) G_t, stored in mu's dtype; what
-    # follows reads M_{t+1} as stored.
-    mu = (b1_ * state.mu.astype(dtype) + (1 - b1_) * g.astype(dtype)).astype(
-        state.mu.dtype)
+    # Line 5: M_{t+1} = b1 M_t + (1 - b1) G_t, stored in mu's dtype (or in 8
+    # bits); what follows reads M_{t+1} as stored.
+    if state.mu.dtype == jnp.int8:
+      mu_t = _quantize.decode(state.mu, state.mu_scale, fmt, dtype)
+    else:
+      mu_t = state.mu.astype(dtype)
+    mu = b1_ * mu_t + (1 - b1_) * g.astype(dtype)
+    if state.mu.dtype == jnp.int8:
+      # An entry whose gradient is 0 rounds towards 0: it reaches 0 (nearest
+      # rounding would keep a residue of the block's smallest level).
+      mu = _quantize.encode(mu, fmt, counter=count, seed=seed,
+                            toward_zero=g == 0)
+    else:
+      mu = mu.astype(state.mu.dtype)
     # Each matrix's Algorithm 2 starts at its first non-zero gradient (v0 is
     # 0 until then), and counts its own t from there.
     started = state.v0 > 0
@@ -218,7 +256,7 @@ def scale_by_alada(
     if second_moment == 'gradient':  # Section III: V = G_t^2.
       target, v_scale = g, jnp.ones_like(bc1)
     else:  # Line 7: V = M~_{t+1}^2 = (M_{t+1} / bc1)^2.
-      target, v_scale = mu, bc1
+      target, v_scale = None, bc1
     return _Leaf(mu, target, state.p, state.q, state.v0, t0, started,
                  bc1, jnp.asarray(b2, dtype)**tp1, v_scale)
 
@@ -251,7 +289,7 @@ def scale_by_alada(
     # its row (column) means of V = G_0^2, finite wherever G_0^2 is.
     w = jnp.where(started, jnp.minimum(u / scale[..., None] * k[..., None], big),
                   1 / (jnp.square(leaf.v_scale) * size)[..., None])
-    x = leaf.target.astype(dtype)
+    x = moment(leaf) if leaf.target is None else leaf.target.astype(dtype)
     # The reduction's result leaves its kernel as it is (see _backends).
     r = _backends.reduction_result(
         matricize.match_sharding(reduce(x * expand(w) * x), factor))
@@ -283,7 +321,7 @@ def scale_by_alada(
     # >= 0 in exact arithmetic).
     u_hat = (u - expand(leaf.b2_pow * v0)) / expand(1 - leaf.b2_pow)
     # Line 22, with the bias-corrected M~ (Section IV-B).
-    m_hat = leaf.mu.astype(dtype) / expand(leaf.bc1)
+    m_hat = moment(leaf) / expand(leaf.bc1)
     direction = m_hat / jnp.sqrt(jnp.maximum(u_hat, 0) + jnp.asarray(eps, dtype))
     if step_bound is not None:  # The safeguard: |W| <= step_bound.
       bound = jnp.asarray(step_bound, dtype)
@@ -291,7 +329,7 @@ def scale_by_alada(
     return direction
 
   def update_leaves(gs, states, plans, count):
-    leaves = [fold(g, s, count) for g, s in zip(gs, states)]
+    leaves = [fold(g, s, count, i) for i, (g, s) in enumerate(zip(gs, states))]
     # Lines 13-18: even steps refit p, odd steps q; one parity, the step
     # count's, for the whole tree: one conditional at most (see _backends).
     refitted = _backends.refit_by_parity(
@@ -300,15 +338,17 @@ def scale_by_alada(
         reads_gradients=second_moment == 'gradient')
     out = []
     for leaf, plan, state, (p, q, v0) in zip(leaves, plans, states, refitted):
+      mu, mu_scale = leaf.mu if isinstance(leaf.mu, tuple) else (
+          leaf.mu, state.mu_scale)
       out.append((step(leaf, plan, p, q, v0), state._replace(
-          mu=leaf.mu, p=p, q=q, v0=v0, t0=leaf.t0)))
+          mu=mu, p=p, q=q, v0=v0, t0=leaf.t0, mu_scale=mu_scale)))
     return out
 
   return _leafwise.transformation(
       _NAME, _FIELDS, None, None, dimension_numbers=dimension_numbers,
-      mu_dtype=mu_dtype, tree_kernel=update_leaves,
-      tree_kernel_key=_leafwise.concrete_key(
-          _NAME, b1, b2, eps, step_bound, second_moment))
+      mu_dtype=mu_dtype, quantize_mask=quantize_mask,
+      tree_kernel=update_leaves, tree_kernel_key=_leafwise.concrete_key(
+          _NAME, b1, b2, eps, step_bound, second_moment, fmt))
 
 
 def alada(
@@ -318,11 +358,12 @@ def alada(
     eps: jax.typing.ArrayLike = 1e-16,
     weight_decay: optax.ScalarOrSchedule = 0.0,
     mask: Optional[Union[Any, Callable[[optax.Params], Any]]] = None,
-    mu_dtype: Optional[jax.typing.DTypeLike] = None,
+    mu_dtype: Union[jax.typing.DTypeLike, str, _quantize.Int8, None] = None,
     step_bound: Optional[jax.typing.ArrayLike] = 1.0,
     *,
     second_moment: str = 'momentum',
     dimension_numbers: matricize.DimensionNumbersOrFn = None,
+    quantize_mask: Union[Any, Callable[[optax.Params], Any], None] = None,
 ) -> optax.GradientTransformationExtraArgs:
   r"""Alada: alternating adaptation of momentum, a memory-efficient Adam.
 
@@ -425,6 +466,12 @@ def alada(
     :func:`optax.adam`); ``mu_dtype`` sets :math:`M`'s storage, and the refit
     and the step read :math:`M_{t+1}` as stored. ``update`` needs ``params``
     only for weight decay. Zero-size leaves get zero-size updates.
+  * In 8 bits (``mu_dtype='int8'``, :class:`Int8`), :math:`M_{t+1}` is
+    stored as codes and per-block scales and read back decoded, the start's
+    :math:`v_0` included (the mean of :math:`\tilde M_1^2`, :math:`G_0^2` as
+    stored). An entry whose gradient is 0 rounds towards 0, so that its
+    moment decays to exactly 0 (nearest rounding would hold a residue of the
+    block's smallest level forever).
 
   Alada's preconditioner fits the square of the *mean* gradient where Adam's
   averages the squared gradient, so with noisy gradients its steps are larger
@@ -444,8 +491,9 @@ def alada(
     mask: A tree with the structure of (or a prefix of) the params, or a
       callable returning one, with ``True`` for the leaves weight decay
       applies to.
-    mu_dtype: Optional storage dtype of the first moment, a floating-point
-      dtype (e.g. ``jnp.bfloat16``); if ``None``, the params' dtype.
+    mu_dtype: Optional storage of the first moment: a floating-point dtype
+      (e.g. ``jnp.bfloat16``), ``'int8'`` or an :class:`Int8` (8 bits per
+      entry and a scale per block); if ``None``, the params' dtype.
     step_bound: The largest per-entry step before the learning rate, ``> 0``
       (1 by default); ``None`` gives the paper's Algorithm 2 exactly.
     second_moment: What ``p q^T`` fits: ``'momentum'`` (:math:`\tilde M^2`,
@@ -453,6 +501,10 @@ def alada(
       Section III).
     dimension_numbers: How leaves are viewed as matrices; see
       :func:`scale_by_alada`.
+    quantize_mask: With an 8-bit ``mu_dtype``, the leaves it may apply to
+      (a pytree or callable of bools; by path, e.g. ``lambda p:
+      jax.tree_util.tree_map_with_path(lambda k, _: 'embed' not in
+      jax.tree_util.keystr(k), p)``); see :func:`scale_by_alada`.
 
   Returns:
     The corresponding :class:`optax.GradientTransformationExtraArgs`.
@@ -498,6 +550,7 @@ def alada(
           step_bound=step_bound,
           second_moment=second_moment,
           dimension_numbers=dimension_numbers,
+          quantize_mask=quantize_mask,
       ),
       _alias.add_decayed_weights(weight_decay, mask),
       optax.scale_by_learning_rate(learning_rate),

@@ -13,6 +13,12 @@ one run. The package keeps one parity for the whole tree, the step count's
 (``count``, 0 at the first update): a leaf whose first non-zero gradient
 arrives on an odd step refits q first. With every leaf starting at step 0
 (the paper's setting) this is Algorithm 2's parity exactly.
+
+An 8-bit first moment (``quantize``): after line 5, M_{t+1} is stored as
+the codes and per-block scales of ``tests.quantize_reference`` (blocks along
+the tensor's last axis, entries whose gradient is 0 rounded towards 0), and
+everything after line 5 reads the stored, decoded M_{t+1}, including the
+start's v_0 (the mean of V = M~_1^2, G_0^2 as stored).
 """
 
 from __future__ import annotations
@@ -20,6 +26,8 @@ from __future__ import annotations
 import math
 
 import numpy as np
+
+from tests import quantize_reference
 
 
 def eq12(shape):
@@ -41,7 +49,7 @@ class AladaLeaf:
 
   def __init__(self, shape, b1=0.9, b2=0.9, eps=1e-16, *, step_bound=1.0,
                second_moment='momentum', bias_corrected_step=True,
-               start_at_nonzero=True):
+               start_at_nonzero=True, quantize=None, seed=0):
     self.shape = tuple(shape)
     self.m, self.n = eq12(self.shape)
     self.b1, self.b2, self.eps = b1, b2, eps
@@ -52,6 +60,11 @@ class AladaLeaf:
     # Algorithm 1), with Section IV's first moment and bias corrections.
     self.second_moment = second_moment
     self.bounded = 0  # entries whose step the bound changed, over all steps
+    # 8 bits: dict(map=, block_size=, stochastic=) for a tensor of one axis
+    # or more; the stochastic rounding's bits from (count, seed).
+    self.quantize = quantize if self.shape else None
+    self.seed = seed
+    self.margin = np.inf  # the closest call of a rounding decision, over all
     self.M = np.zeros((self.m, self.n))  # line 1
     self.t = 0
     self.count = 0  # steps of the whole run, the parity's clock
@@ -67,10 +80,23 @@ class AladaLeaf:
       return np.zeros(self.shape)  # not started: state stays M = 0
     b1, b2, eps, t = self.b1, self.b2, self.eps, self.t
     self.M = b1 * self.M + (1 - b1) * G  # line 5
+    if self.quantize:  # stored in 8 bits; read back as stored
+      q = self.quantize
+      u = (quantize_reference.uniforms(self.shape, self.count - 1, self.seed)
+           if q['stochastic'] else None)
+      codes, scales, margin = quantize_reference.encode(
+          self.M.reshape(self.shape), q['map'], q['block_size'], u=u,
+          toward_zero=G.reshape(self.shape) == 0)
+      self.margin = min(self.margin, float(np.min(margin)))
+      self.M = quantize_reference.decode(
+          codes, scales, q['map'], q['block_size']).reshape(self.m, self.n)
     M_tilde = self.M / (1 - b1 ** (t + 1))  # line 6
     V = M_tilde**2 if self.second_moment == 'momentum' else G**2  # line 7
     if t == 0:  # lines 8-12
-      self.v0 = np.sum(G**2) / (self.m * self.n)
+      # With 8 bits, G_0^2 as stored: V = M~_1^2, M~_1 = Q((1 - b1) G_0) /
+      # (1 - b1) (the package's start reads V; in floats V = G_0^2).
+      start = V if self.quantize and self.second_moment == 'momentum' else G**2
+      self.v0 = np.sum(start) / (self.m * self.n)
       self.p = math.sqrt(self.v0) * np.ones(self.m)
       self.q = math.sqrt(self.v0) * np.ones(self.n)
     if even:  # lines 13-15
@@ -95,6 +121,7 @@ def alada_step(x0, b1=0.9, b2=0.9, eps=1e-16, **leaf_kwargs):
   :func:`tests.trajectories.compare_with_reference` (which adds the learning
   rate and decoupled weight decay), and the leaves, whose states it updates.
   """
-  leaves = {k: AladaLeaf(np.shape(v), b1, b2, eps, **leaf_kwargs)
-            for k, v in x0.items()}
+  # Leaf i's stochastic rounding takes seed i, its index in the tree.
+  leaves = {k: AladaLeaf(np.shape(x0[k]), b1, b2, eps, seed=i, **leaf_kwargs)
+            for i, k in enumerate(sorted(x0))}
   return (lambda g, t: {k: leaves[k].step(g[k]) for k in g}), leaves

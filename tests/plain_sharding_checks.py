@@ -45,6 +45,13 @@ STEPS = 3
 def optimizers():
   return {
       'alada': alada_optax.alada(1e-2),
+      # 8-bit M in blocks of 4: whole blocks on every device.
+      'alada_int8': alada_optax.alada(
+          1e-2, mu_dtype=alada_optax.Int8(block_size=4, min_size=0)),
+      # Blocks of 16 where a device holds 8 entries of a row: the scales
+      # are not split along the blocks (a block would cross devices).
+      'alada_int8_b16': alada_optax.alada(
+          1e-2, mu_dtype=alada_optax.Int8(block_size=16, min_size=0)),
       'smmf': alada_optax.smmf(1e-2),
       'came': alada_optax.came(1e-2),
       'adamw_snsm': alada_optax.adamw_snsm(1e-2),

@@ -15,6 +15,7 @@ from optax.contrib import _common_test as optax_common
 import alada_optax
 from alada_optax import alada, scale_by_alada
 from tests import alada_reference as ref
+from tests import quantize_reference
 from tests import trajectories
 from tests import transform_checks
 from tests.optax_checks import OptaxCommonChecks
@@ -76,6 +77,55 @@ def test_matches_float64_transcription(make_opt, mode):
         np.asarray(alada_state.mu[k]).reshape(leaf.m, leaf.n), leaf.M,
         rtol=1e-10, atol=1e-300)
     np.testing.assert_allclose(alada_state.v0[k], leaf.v0, rtol=1e-10)
+
+
+# 8-bit first moments: blocks of 4 (or 3) along the last axis, so the leaves
+# have several blocks and a short last one; every map, and stochastic
+# rounding (whose bits the transcription hashes the same way).
+QUANTIZED = [
+    pytest.param(dict(map='cubic', block_size=4, stochastic=False), id='cubic'),
+    pytest.param(dict(map='linear', block_size=4, stochastic=False),
+                 id='linear'),
+    pytest.param(dict(map='dynamic', block_size=3, stochastic=False),
+                 id='dynamic'),
+    pytest.param(dict(map='quartic', block_size=4, stochastic=True),
+                 id='quartic-stochastic'),
+]
+
+
+@pytest.mark.parametrize('step_bound', [1.0, None], ids=['default', 'paper'])
+@pytest.mark.parametrize('fmt', QUANTIZED)
+def test_8bit_moment_matches_float64_transcription(fmt, step_bound):
+  steps, wd, lr = 24, 1e-2, 0.05
+  x0, grad_fn = trajectories.quadratic_problem(SHAPES)
+  step, leaves = ref.alada_step(x0, step_bound=step_bound, quantize=fmt)
+  opt = alada(lr, weight_decay=wd, step_bound=step_bound,
+              mu_dtype=alada_optax.Int8(**fmt, min_size=0))
+  _, _, state = trajectories.compare_with_reference(
+      opt, step, x0, grad_fn, steps, lr, weight_decay=wd, tol=1e-10)
+  # No rounding decision of the run was within float rounding of its
+  # threshold (where the two could round apart).
+  assert min(leaf.margin for leaf in leaves.values()) > 1e-9
+  alada_state = state[0]
+  for k, leaf in leaves.items():
+    got = quantize_reference.decode(
+        np.asarray(alada_state.mu[k]), np.asarray(alada_state.mu_scale[k]),
+        fmt['map'], fmt['block_size']) if SHAPES[k] else alada_state.mu[k]
+    assert alada_state.mu[k].dtype == (np.int8 if SHAPES[k] else np.float64)
+    np.testing.assert_allclose(np.asarray(got).reshape(leaf.m, leaf.n),
+                               leaf.M, rtol=1e-10, atol=1e-300)
+    np.testing.assert_allclose(alada_state.p[k], leaf.p, rtol=1e-10)
+
+
+def test_8bit_transcription_sees_the_quantizer():
+  """The transcription with 8 bits is not fp32 M's: the test above can fail."""
+  x0, grad_fn = trajectories.quadratic_problem(SHAPES)
+  fmt = dict(map='linear', block_size=4, stochastic=False)
+  step8, _ = ref.alada_step(x0, quantize=fmt)
+  step32, _ = ref.alada_step(x0)
+  got = trajectories.run_reference(step8, x0, grad_fn, 8, 0.05)
+  want = trajectories.run_reference(step32, x0, grad_fn, 8, 0.05)
+  assert trajectories.max_rel_err(got[-1], want[-1]) > 1e-6
 
 
 def test_state_shapes_are_mu_plus_m_plus_n():

@@ -188,8 +188,13 @@ def test_flax_linen_train_state_step():
 _CKPT_STEPS = 8
 
 
-@functools.lru_cache(maxsize=None)  # one compile for both checkpoint tests
-def _ckpt_setup():
+# The first moment in bf16, and in 8 bits (blocks of 4: several per row).
+_CKPT_MU = {'bf16': jnp.bfloat16,
+            'int8': alada_optax.Int8(block_size=4, min_size=0)}
+
+
+@functools.lru_cache(maxsize=None)  # one compile per mu for both save steps
+def _ckpt_setup(mu='bf16'):
   rng = np.random.default_rng(0)
   params = {
       'stacked': jnp.asarray(rng.normal(size=(3, 8, 12)), jnp.float32),
@@ -210,7 +215,7 @@ def _ckpt_setup():
       alada_optax.alada, static_args=('mu_dtype', 'dimension_numbers'))(
       learning_rate=optax.cosine_decay_schedule(1e-2, 100),
       weight_decay=1e-3,
-      mu_dtype=jnp.bfloat16,
+      mu_dtype=_CKPT_MU[mu],
       dimension_numbers={'stacked': MDN(1, 2), 'dense': None, 'bias': None,
                          'head': None},
   )
@@ -223,10 +228,11 @@ def _ckpt_setup():
   return params, grads, opt, step
 
 
+@pytest.mark.parametrize('mu', sorted(_CKPT_MU))
 @pytest.mark.parametrize('save_at', [3, 4])  # odd and even step counts
-def test_orbax_checkpoint_continuation_is_bit_identical(tmp_path, save_at):
+def test_orbax_checkpoint_continuation_is_bit_identical(tmp_path, save_at, mu):
   ocp = pytest.importorskip('orbax.checkpoint')
-  params, grads, opt, step = _ckpt_setup()
+  params, grads, opt, step = _ckpt_setup(mu)
   state = opt.init(params)
   history = []
   for t, g in enumerate(grads):
@@ -245,6 +251,10 @@ def test_orbax_checkpoint_continuation_is_bit_identical(tmp_path, save_at):
     restored = ckptr.restore(tmp_path / 'ckpt', target)
   params_r, state_r = restored['params'], restored['opt_state']
   assert jax.tree.structure(state_r) == jax.tree.structure(state)
+  if mu == 'int8':  # every leaf's codes and scales come back
+    alada_state = state_r.inner_state[0]
+    assert {str(x.dtype) for x in jax.tree.leaves(alada_state.mu)} == {'int8'}
+    assert len(jax.tree.leaves(alada_state.mu_scale)) == 4
   saved_params, saved_state = history[save_at - 1]
   for a, b in zip(jax.tree.leaves((params_r, state_r)),
                   jax.tree.leaves((saved_params, saved_state))):
@@ -296,7 +306,8 @@ def test_state_layout_is_stable():
   layout = [(jax.tree_util.keystr(path), tuple(x.shape), str(x.dtype))
             for path, x in jax.tree_util.tree_leaves_with_path(state)]
   assert layout == _STATE_LAYOUT
+  # mu_scale holds the 8-bit moment's scales, None (no leaf) in floats.
   assert alada_optax.ScaleByAladaState._fields == (
-      'count', 'mu', 'p', 'q', 'v0', 't0')
+      'count', 'mu', 'p', 'q', 'v0', 't0', 'mu_scale')
   assert [type(s).__name__ for s in state] == [
       'ScaleByAladaState', 'EmptyState', 'ScaleByScheduleState']

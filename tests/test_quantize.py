@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 
 from alada_optax import _quantize as q
+from tests import quantize_reference
 
 MAPS = q.MAPS
 ROWS, N, B = 16, 300, 64  # The main shape and block size.
@@ -28,7 +29,7 @@ def _all_maps(x, block_size, stochastic, dtype, counter=0, seed=0):
   """{map: (codes, scales, decoded)} of x, decoded as `dtype`."""
   out = {}
   for map_name in MAPS:
-    fmt = q.Format(map_name, block_size, stochastic)
+    fmt = q.Int8(map_name, block_size, stochastic)
     codes, scales = q.encode(x, fmt, counter=counter, seed=seed)
     out[map_name] = codes, scales, q.decode(codes, scales, fmt, dtype)
   return out
@@ -57,68 +58,11 @@ def _mixed(seed=0):
   return x
 
 
-# An independent float64 NumPy transcription of the format.
-
-
-def _np_levels(map_name):
-  if map_name == 'dynamic':  # Decade i: 2^i levels up to 10^(i-6).
-    v = [0.0]
-    for i in range(7):
-      n = 2**i
-      v += list(10.0**(i - 6) * (0.1 + 0.9 * np.arange(1, n + 1) / n))
-    return np.array(v)
-  p = {'linear': 1, 'cubic': 3, 'quartic': 4}[map_name]
-  return (np.arange(128) / 127.0)**p
-
-
-def _np_bits(shape, counter, seed):
-  """The hash documented in random_bits, in NumPy uint32 arithmetic."""
-  def mix(h):
-    h = h ^ (h >> np.uint32(16))
-    h = h * np.uint32(0x7FEB352D)
-    h = h ^ (h >> np.uint32(15))
-    h = h * np.uint32(0x846CA68B)
-    return h ^ (h >> np.uint32(16))
-  with np.errstate(over='ignore'):
-    key = mix(np.uint32(counter) ^ mix(np.uint32(seed) + np.uint32(0x9E3779B9)))
-    index = np.arange(math.prod(shape), dtype=np.uint64).astype(np.uint32)
-    return mix(mix(index ^ key) + key).reshape(shape)
-
-
-def _np_encode(x, map_name, block_size, u=None):
-  """Codes, scales and each entry's margin from its rounding decision.
-
-  Blocks are cut by slicing the last axis; the two levels around each value
-  are found by a search of the sorted levels; the nearer is taken, or (with
-  uniforms `u`) the upper where ``u (hi - lo) < y - lo``. The margin is the
-  decision's distance from its threshold, relative to the upper level.
-  """
-  x = np.asarray(x, np.float64)
-  lev = _np_levels(map_name)
-  codes = np.zeros(x.shape, np.int64)
-  margin = np.full(x.shape, np.inf)
-  scales = []
-  for start in range(0, x.shape[-1], block_size):
-    cut = (Ellipsis, slice(start, start + block_size))
-    blk = x[cut]
-    s = np.max(np.abs(blk), axis=-1, keepdims=True)
-    y = np.abs(blk) / np.where(s > 0, s, 1)
-    k = np.clip(np.searchsorted(lev, y, side='right') - 1, 0, 126)
-    lo, hi = lev[k], lev[k + 1]
-    if u is None:
-      up, m = y - lo > hi - y, np.abs(2 * y - lo - hi)
-    else:
-      up, m = u[cut] * (hi - lo) < y - lo, np.abs(u[cut] * (hi - lo) - y + lo)
-    codes[cut] = np.sign(blk) * (k + up)
-    margin[cut] = m / hi
-    scales.append(s[..., 0])
-  return codes, np.stack(scales, axis=-1), margin
-
-
-def _np_decode(codes, scales, map_name, block_size):
-  lev = _np_levels(map_name)
-  s = np.repeat(scales, block_size, axis=-1)[..., :codes.shape[-1]]
-  return np.sign(codes) * lev[np.abs(codes)] * s
+# The independent float64 NumPy transcription of the format.
+_np_levels = quantize_reference.levels
+_np_bits = quantize_reference.bits
+_np_encode = quantize_reference.encode
+_np_decode = quantize_reference.decode
 
 
 def _expand(scales, block_size=B, n=N):
@@ -130,15 +74,16 @@ def _expand(scales, block_size=B, n=N):
 
 
 def test_format_validation():
-  assert q.Format() == q.Format('dynamic', 256, False)
+  assert q.Int8() == q.Int8('cubic', 256, False, 4096)
   for bad in [dict(map='log'), dict(block_size=0), dict(block_size=2.0),
-              dict(block_size=True), dict(stochastic=1)]:
+              dict(block_size=True), dict(stochastic=1), dict(min_size=-1),
+              dict(min_size=1.5)]:
     with pytest.raises(ValueError):
-      q.Format(**bad)
+      q.Int8(**bad)
   with pytest.raises(ValueError, match='counter'):
-    q.encode(jnp.ones(3), q.Format(stochastic=True))
+    q.encode(jnp.ones(3), q.Int8(stochastic=True))
   with pytest.raises(ValueError, match='floating'):
-    q.encode(jnp.ones(3, jnp.int32), q.Format())
+    q.encode(jnp.ones(3, jnp.int32), q.Int8())
 
 
 @pytest.mark.parametrize('shape, block_size, expected', [
@@ -151,7 +96,7 @@ def test_format_validation():
     ((3, 2, 100), 256, (3, 2, 1)),
 ])
 def test_scales_shape_and_bytes(shape, block_size, expected):
-  fmt = q.Format('linear', block_size)
+  fmt = q.Int8('linear', block_size)
   assert q.scales_shape(shape, block_size) == expected
   assert q.state_bytes(shape, fmt) == math.prod(shape) + 4 * math.prod(
       expected)
@@ -163,7 +108,7 @@ def test_scales_shape_and_bytes(shape, block_size, expected):
 
 def test_scalars_and_empty():
   shapes = [(), (1,), (0,), (0, 5), (3, 0)]
-  fmt = q.Format('dynamic', 4)
+  fmt = q.Int8('dynamic', 4)
 
   @jax.jit
   def run(xs):
@@ -290,7 +235,7 @@ def test_no_nan_inside_for_zero_blocks():
   comparison with NaN is false, so a zero block would still get zero codes.)
   """
   x = jnp.asarray([[0.0, -0.0, 0.0, 0.0, 1.0, 0.0, -2.0, 0.5]])
-  fmt = q.Format('linear', 4)
+  fmt = q.Int8('linear', 4)
   with jax.debug_nans(True):
     dec = q.decode(*q.encode(x, fmt), fmt)
   assert np.all(np.asarray(dec)[0, :4] == 0)
@@ -497,7 +442,7 @@ def test_a_zero_gradients_moment_reaches_zero():
       for name, stochastic, toward in [('nearest', False, False),
                                        ('toward_zero', False, True),
                                        ('stochastic', True, False)]:
-        fmt = q.Format(map_name, B, stochastic)
+        fmt = q.Int8(map_name, B, stochastic)
         def body(t, m, fmt=fmt, toward=toward):
           codes, scales = q.encode(
               jnp.where(idle, b1 * m, m), fmt, counter=t,

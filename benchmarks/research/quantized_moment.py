@@ -87,7 +87,7 @@ def formats():
   for map_name in q.MAPS:
     for block in BLOCKS:
       for stochastic in (False, True):
-        yield q.Format(map_name, block, stochastic)
+        yield q.Int8(map_name, block, stochastic)
 
 
 def label(fmt, toward_zero=False, sep=' | '):
@@ -376,13 +376,13 @@ def compile_facts(target, leaf=(50304, 768)):
       return (b1 * m.astype(jnp.float32) + (1 - b1) * g).astype(dtype)
     programs[f'{jnp.dtype(dtype).name} M: fold'] = (
         fold, (spec(leaf, dtype), spec(leaf, jnp.float32)), (0,))
-  cases = [(q.Format(m, 256, s), leaf, False, False)
+  cases = [(q.Int8(m, 256, s), leaf, False, False)
            for m in q.MAPS for s in (False, True)]
-  cases += [(q.Format('cubic', 64, False), leaf, False, False),
-            (q.Format('cubic', 256, False), leaf, True, False),
-            (q.Format('linear', 256, False), leaf, True, False),
-            (q.Format('cubic', 256, False), (leaf[0], 700), False, False),
-            (q.Format('cubic', 256, False), leaf, False, True)]
+  cases += [(q.Int8('cubic', 64, False), leaf, False, False),
+            (q.Int8('cubic', 256, False), leaf, True, False),
+            (q.Int8('linear', 256, False), leaf, True, False),
+            (q.Int8('cubic', 256, False), (leaf[0], 700), False, False),
+            (q.Int8('cubic', 256, False), leaf, False, True)]
   for fmt, shape, returns_m, sliced in cases:
     def requantize(codes, scales, g, fmt=fmt, returns_m=returns_m,
                    sliced=sliced):
@@ -400,7 +400,7 @@ def compile_facts(target, leaf=(50304, 768)):
         spec(shape, jnp.float32)), (0, 1))
 
   cpu, tpu = target == 'cpu', target == 'v5e'
-  fmt = q.Format('cubic', 256)
+  fmt = q.Int8('cubic', 256)
   for sliced in (False, True):
     def scale_by(codes, scales, g, sliced=sliced):
       with _sliced_blocks(sliced):
