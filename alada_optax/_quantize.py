@@ -14,7 +14,9 @@ A code's magnitude ``k`` in ``0..127`` indexes 128 levels
 entry's: an entry decodes to ``sign(code) * v_|code| * scale``. The maps are
 symmetric in sign, zero is a level (a zero entry decodes to exactly 0, and a
 zero block, scale 0, to exact zeros), and the largest level is 1 (the block's
-absmax decodes to itself). Code -128 is never written.
+absmax decodes to itself; with ``'linear'`` under jit, to within a rounding,
+since XLA computes ``(code / 127) * scale`` as ``code * (scale / 127)``).
+Code -128 is never written.
 
 Maps (``Int8.map``), with the largest error of nearest rounding relative to
 the block's absmax (half the widest gap between levels) and the smallest
@@ -179,7 +181,8 @@ def state_bytes(shape: tuple[int, ...], fmt: Int8) -> int:
 
 
 def _power_value(k, p, dtype):
-  c = k.astype(dtype) / _TOP
+  # k * (1 / 127): 127 * (1 / 127) is 1 in float32 and float64.
+  c = k.astype(dtype) * jnp.asarray(1 / _TOP, dtype)
   v = c
   for _ in range(p - 1):
     v = v * c
@@ -187,10 +190,18 @@ def _power_value(k, p, dtype):
 
 
 def _power_lower(y, p):
-  # exp(log(y) / 3), not jnp.cbrt: 4.5x faster on XLA:CPU (0 at y = 0).
-  root = {1: lambda y: y, 3: lambda y: jnp.exp(jnp.log(y) / 3),
-          4: lambda y: jnp.sqrt(jnp.sqrt(y))}[p]
-  return jnp.floor(root(y) * _TOP).astype(jnp.int32)
+  """The largest k in 0..126 with v_k <= y: a binary search of the levels.
+
+  Seven rounds of a multiply, a compare and a select, all ops that XLA
+  counts as cheap: it fuses them into every reader of the codes instead of
+  writing full-size intermediates (a root, exp(log(y) / 3), is an expensive
+  op that XLA:CPU writes to memory once it has two readers).
+  """
+  k = jnp.zeros(y.shape, jnp.int32)
+  for bit in (64, 32, 16, 8, 4, 2, 1):
+    above = _power_value(k + bit, p, y.dtype) <= y
+    k = jnp.where(above & (k + bit < _TOP), k + bit, k)
+  return k
 
 
 def _dynamic_value(k, dtype):
@@ -338,6 +349,7 @@ def encode(
     counter: jax.typing.ArrayLike | None = None,
     seed: jax.typing.ArrayLike = 0,
     toward_zero: jax.typing.ArrayLike | None = None,
+    scales: jax.Array | None = None,
 ) -> tuple[jax.Array, jax.Array]:
   """Codes and scales of ``x`` in ``fmt``.
 
@@ -351,6 +363,8 @@ def encode(
     toward_zero: Optional boolean mask broadcastable to ``x``: its entries'
       magnitudes are rounded down (to the level at or below, up to float
       rounding) whatever ``fmt``'s rounding.
+    scales: each block's absmax of ``x``, if computed already (by
+      :func:`fold_absmax`, say).
 
   Returns:
     ``(codes, scales)``: int8 codes shaped like ``x``, and the blocks'
@@ -364,17 +378,25 @@ def encode(
   if x.ndim == 0:
     if toward_zero is not None:
       toward_zero = jnp.reshape(toward_zero, (1,))
-    codes, scales = encode(x.reshape(1), fmt, counter=counter, seed=seed,
-                           toward_zero=toward_zero)
+    codes, scales = encode(
+        x.reshape(1), fmt, counter=counter, seed=seed,
+        toward_zero=toward_zero,
+        scales=None if scales is None else jnp.reshape(scales, (1,)))
     return codes.reshape(()), scales.reshape(())
   n = x.shape[-1]
   a = jnp.abs(x).astype(dtype)
-  scales = _block_absmax(a, fmt.block_size)
+  if scales is None:
+    scales = _block_absmax(a, fmt.block_size)
+  scales = scales.astype(dtype)
   s = _expand(scales, fmt.block_size, n)
-  # In [0, 1], 0 in a zero block, and exactly 1 at the absmax (XLA computes
-  # a / s as a * (1 / s)).
-  positive = s > 0
-  y = jnp.where(positive & (a >= s), 1, a / jnp.where(positive, s, 1))
+  # In [0, 1], 0 in a zero block, and exactly 1 at the absmax.
+  # a * (1 / s), the reciprocal taken per block: a full-size division is an
+  # expensive op to XLA (see _power_lower). Blocks beyond 2^64 are scaled by
+  # 2^-64 first (1 / s would be subnormal, flushed to 0, beyond 2^126).
+  pre = jnp.where(scales > 2.0**64, jnp.asarray(2.0**-64, dtype), 1)
+  inverse = jnp.where(scales > 0, 1 / jnp.where(scales > 0, scales * pre, 1), 0)
+  y = a * _expand(pre, fmt.block_size, n) * _expand(inverse, fmt.block_size, n)
+  y = jnp.where((s > 0) & (a >= s), 1, jnp.minimum(y, 1))
   k = _lower(y, fmt.map)
   lo, hi = _value(k, fmt.map, dtype), _value(k + 1, fmt.map, dtype)
   if fmt.stochastic:
@@ -388,6 +410,46 @@ def encode(
   return codes, scales
 
 
+def fold_absmax(codes: jax.Array, scales: jax.Array, fmt: Int8,
+                b: jax.typing.ArrayLike, x: jax.Array) -> jax.Array:
+  """The scales of ``b * decode(codes, scales) + (1 - b) * x``: each block's
+  absmax, as :func:`encode` computes them, in a pass of its own.
+
+  A fold that encodes its result (``encode(..., scales=fold_absmax(...))``)
+  reads the codes and ``x`` twice, once here and once to encode, instead of
+  writing the folded tensor: XLA:CPU's reductions (its YNNPACK kernels) fuse
+  only producers that nothing else reads, constants' broadcasts included, so
+  the inputs and the constants of this pass go through an optimization
+  barrier (which XLA:CPU turns into a barrier against merging the two
+  passes). One 3072 x 768 leaf's update: 9.0 MiB less temporaries.
+  """
+  compute = _compute_dtype(scales.dtype)
+  codes, scales, x, b, inv_top, floor = jax.lax.optimization_barrier((
+      codes, scales, x, jnp.asarray(b, compute),
+      jnp.asarray(1 / _TOP, compute), jnp.asarray(-_TOP, compute)))
+  if fmt.map == 'dynamic':
+    m = decode(codes, scales, fmt, compute)
+  else:
+    m = _decode_power(codes, scales, fmt, compute, inv_top, floor)
+  y = jnp.abs(b * m + (1 - b) * x.astype(compute))
+  if y.ndim == 0:
+    return y
+  return _block_absmax(y, fmt.block_size)
+
+
+def _decode_power(codes, scales, fmt, compute, inv_top, floor):
+  """A power map's decode, the sign carried through (v_k (-1)^... = the odd
+  power's sign, |c| for the even one): the same values, bit for bit, in ops
+  that XLA:CPU fuses into the reductions that read them (a select or an
+  integer conversion there makes it write the decoded tensor first). A
+  product by 1 / 127, not a quotient: XLA rewrites (c / 127) * s as
+  c s / 127, which rounds the absmax off."""
+  s = _expand(scales.astype(compute), fmt.block_size, codes.shape[-1])
+  c = jnp.maximum(codes.astype(compute), floor) * inv_top
+  v = {1: c, 3: c * c * c, 4: c * c * c * jnp.abs(c)}[_POWERS[fmt.map]]
+  return v * s
+
+
 def decode(
     codes: jax.Array,
     scales: jax.Array,
@@ -399,7 +461,17 @@ def decode(
   if codes.ndim == 0:
     return decode(codes.reshape(1), scales.reshape(1), fmt, dtype).reshape(())
   compute = _compute_dtype(scales.dtype)
-  k = jnp.minimum(jnp.abs(codes.astype(jnp.int32)), _TOP)
-  v = _value(k, fmt.map, compute)
-  s = _expand(scales.astype(compute), fmt.block_size, codes.shape[-1])
-  return (jnp.where(codes < 0, -v, v) * s).astype(dtype)
+  if fmt.map == 'dynamic':
+    s = _expand(scales.astype(compute), fmt.block_size, codes.shape[-1])
+    k = jnp.minimum(jnp.abs(codes.astype(jnp.int32)), _TOP)
+    v = _value(k, fmt.map, compute)
+    return (jnp.where(codes < 0, -v, v) * s).astype(dtype)
+  # The constants through a barrier with the codes: XLA:CPU's reductions
+  # fuse a constant's broadcast only if nothing else reads it, and the
+  # decodes of a tree's leaves of one shape would share it (the 4 x 256^2
+  # MLP's update: 512 KiB of broadcast constants without it).
+  codes, scales, inv_top, floor = jax.lax.optimization_barrier((
+      codes, scales, jnp.asarray(1 / _TOP, compute),
+      jnp.asarray(-_TOP, compute)))
+  return _decode_power(codes, scales, fmt, compute, inv_top,
+                       floor).astype(dtype)

@@ -158,8 +158,12 @@ def test_round_trip_bound(shape, block_size):
     assert np.all(err <= q.max_error(map_name) * s * (1 + 1e-6)), map_name
     if shape == (ROWS, N):  # Uniform rows come within 10% of the bound.
       assert np.max(err / s) > 0.9 * q.max_error(map_name), map_name
-    # Each block's absmax round-trips exactly.
-    assert np.all(dec[np.abs(x) == s] == x[np.abs(x) == s]), map_name
+    # Each block's absmax round-trips exactly ('linear': within a rounding,
+    # XLA computing (c / 127) s as c (s / 127)).
+    at = np.abs(x) == s
+    rel = 0 if map_name != 'linear' else 2**-23
+    np.testing.assert_allclose(dec[at], x[at], rtol=rel, atol=0,
+                               err_msg=map_name)
 
 
 @pytest.mark.parametrize('shape, block_size', CASES)
