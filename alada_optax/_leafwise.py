@@ -312,10 +312,11 @@ def transformation(
         updates, getattr(state, names[0]), name, _validation.no_shape_check)
     _validation.check_float_leaves(updates, 'update', name)
     plans = plans_for(updates)
-    # The leaves whose moment is stored in 8 bits, as the state says.
-    formats = None if not moments or fmt is None else [
-        fmt if jnp.result_type(mu) == jnp.int8 else None for mu in
-        jax.tree.structure(updates).flatten_up_to(getattr(state, moments[0]))]
+    # The leaves whose moment is stored in 8 bits; the state must agree.
+    formats = None
+    if moments:
+      formats = moment_formats(updates, fmt, quantize_mask, name)
+      _check_moment_storage(name, updates, getattr(state, moments[0]), formats)
     _validation.check_state_shapes(
         name, updates, plans, declaration.shapes,
         {f: getattr(state, f) for f in names}, formats)
@@ -381,13 +382,15 @@ def moment_formats(params: Any, fmt: Optional[_quantize.Int8],
   if callable(mask):
     mask = mask(params)
   if mask is None:
-    chosen = jax.tree.map(lambda _: True, params, is_leaf=is_empty)
+    chosen = jax.tree.map(lambda x: x if is_empty(x) else True, params,
+                          is_leaf=is_empty)
   else:
     def broadcast(m, subtree):
       if not isinstance(m, (bool, np.bool_)):
         raise TypeError(
             f'{name}: quantize_mask must hold Python bools, got {m!r}.')
-      return jax.tree.map(lambda _: bool(m), subtree, is_leaf=is_empty)
+      return jax.tree.map(lambda x: x if is_empty(x) else bool(m), subtree,
+                          is_leaf=is_empty)
     try:
       chosen = jax.tree.map(broadcast, mask, params,
                             is_leaf=lambda x: isinstance(x, (bool, np.bool_)))
@@ -405,6 +408,23 @@ def moment_formats(params: Any, fmt: Optional[_quantize.Int8],
       _check_blocks_within_shards(name, path, x, fmt.block_size)
     out.append(fmt if quantized else None)
   return out
+
+
+def _check_moment_storage(name, updates, moments, formats):
+  """A ValueError naming the first leaf whose first moment is stored in 8
+  bits where this transformation keeps it in floats, or the other way."""
+  treedef = jax.tree.structure(updates)
+  paths = [p for p, _ in jax.tree_util.tree_leaves_with_path(updates)]
+  for path, mu, fmt in zip(paths, treedef.flatten_up_to(moments), formats):
+    in_8_bits = jnp.result_type(mu) == jnp.int8
+    if in_8_bits != (fmt is not None):
+      have = 'in 8 bits' if in_8_bits else f'as {jnp.result_type(mu)}'
+      want = (f'in 8 bits ({fmt})' if fmt is not None else
+              'in floats (mu_dtype, Int8.min_size or quantize_mask)')
+      raise ValueError(
+          f'{name}: leaf {_validation.leaf_name(path)} has its first moment'
+          f' stored {have} in the state, but this optimizer stores it {want}.'
+          ' Was the state made with another mu_dtype?')
 
 
 def _check_blocks_within_shards(name, path, x, block_size):
