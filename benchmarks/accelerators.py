@@ -157,6 +157,7 @@ OPTIMIZERS = {  # --optimizers key -> row name
     'adafactor': 'Adafactor',
     'alada': 'Alada',
     'alada_bf16': 'Alada, bf16 M',
+    'alada_int8': 'Alada, 8-bit M',
     'smmf': 'SMMF',
     'came': 'CAME',
     'adamw_snsm': 'AdamW-SN-SM',
@@ -189,6 +190,8 @@ def make_optimizer(key: str, dims: Any = None,
     return alada_optax.alada(lr, dimension_numbers=dims)
   if key == 'alada_bf16':
     return alada_optax.alada(lr, mu_dtype=jnp.bfloat16, dimension_numbers=dims)
+  if key == 'alada_int8':
+    return alada_optax.alada(lr, mu_dtype='int8', dimension_numbers=dims)
   if key == 'adamw_snsm':
     return alada_optax.adamw_snsm(lr, dimension_numbers=dims,
                                   **({'rank': 8} if quick else {}))
@@ -369,6 +372,7 @@ def compile_one(job: dict[str, Any], topo) -> dict[str, Any]:
 
 
 SHARDED_CYCLES = {'alada': 'alada', 'alada_bf16': 'alada',
+                  'alada_int8': 'alada',
                   'adamw_snsm': 'adamw_snsm'}
 
 

@@ -80,6 +80,7 @@ OPTIMIZERS = {
     'Adafactor (no momentum)': optax.adafactor(1e-3),
     'Alada': alada_optax.alada(1e-3),
     'Alada, bf16 momentum': alada_optax.alada(1e-3, mu_dtype=jnp.bfloat16),
+    'Alada, 8-bit momentum': alada_optax.alada(1e-3, mu_dtype='int8'),
 }
 
 
@@ -130,6 +131,8 @@ def build_parser() -> argparse.ArgumentParser:
 # Every method of the package at its defaults (the README's "Related methods").
 METHODS = {
     '`alada`': lambda: alada_optax.alada(1e-3),
+    "`alada`, `mu_dtype='int8'`": lambda: alada_optax.alada(
+        1e-3, mu_dtype='int8'),
     '`smmf` (1-bit packed signs)': lambda: alada_optax.smmf(1e-3),
     '`came`': lambda: alada_optax.came(1e-3),
     '`adamw_snsm` (rank 128)': lambda: alada_optax.adamw_snsm(1e-3),

@@ -92,11 +92,17 @@ def _alada_paper(learning_rate: optax.ScalarOrSchedule) -> optax.GradientTransfo
   return alada_optax.alada(learning_rate, b1=0.9, b2=0.9, step_bound=None)
 
 
+def _alada_int8(learning_rate: optax.ScalarOrSchedule) -> optax.GradientTransformation:
+  # Alada with its first moment in 8 bits (alada_optax.Int8's defaults).
+  return alada_optax.alada(learning_rate, b1=0.9, b2=0.9, mu_dtype='int8')
+
+
 OPTIMIZERS: dict[str, Callable[[optax.ScalarOrSchedule], optax.GradientTransformation]] = {
     'adam': _adam,
     'adafactor': _adafactor,
     'alada': _alada,
     'alada_paper': _alada_paper,
+    'alada_int8': _alada_int8,
 }
 """The product's optimizers: name -> ``factory(learning_rate)``; no weight
 decay for any. What every example offers by default."""

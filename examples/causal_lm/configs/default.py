@@ -73,6 +73,7 @@ def get_config() -> ml_collections.ConfigDict:
       'adafactor': (1e-2, 3e-2, 1e-1),  # relative to each parameter's RMS (optax default).
       'alada': (1e-3, 3e-3, 1e-2),
       'alada_paper': (1e-3, 3e-3, 1e-2),  # step_bound=None: the paper's Algorithm 2.
+      'alada_int8': (1e-3, 3e-3, 1e-2),  # mu_dtype='int8': M in 8 bits.
   })
   # Also offer the research variants (benchmarks.research.optimizers); set by
   # configs/research.py, which also gives them grids.

@@ -29,5 +29,6 @@ def get_config():
       'adafactor': (3e-4, 1e-3, 3e-3),  # relative to each parameter's RMS (optax default).
       'alada': (1e-5, 3e-5, 1e-4),
       'alada_paper': (1e-5, 3e-5, 1e-4),  # step_bound=None: the paper's Algorithm 2.
+      'alada_int8': (1e-5, 3e-5, 1e-4),  # mu_dtype='int8': M in 8 bits.
   })
   return config

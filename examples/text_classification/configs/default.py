@@ -39,6 +39,7 @@ def get_config() -> ml_collections.ConfigDict:
       'adafactor': (1e-3, 3e-3),  # relative to each parameter's RMS (optax default).
       'alada': (3e-5, 1e-4),  # Adam's grid: either side of the README's rule, half of Adam's best.
       'alada_paper': (3e-5, 1e-4),  # step_bound=None: the paper's Algorithm 2.
+      'alada_int8': (3e-5, 1e-4),  # mu_dtype='int8': M in 8 bits.
   })
   # Also offer the research variants (benchmarks.research.optimizers); set by
   # configs/research.py, which also gives them grids.
