@@ -304,14 +304,18 @@ def _block_absmax(a, block_size):
       a = jnp.pad(a, [(0, 0)] * (a.ndim - 1) + [(0, pad)])
     return jnp.max(a.reshape(a.shape[:-1] + (nblocks, block_size)), axis=-1)
 
-  def masked(a):
-    block = _block_index(a.shape, block_size)
-    return jnp.stack([jnp.max(jnp.where(block == b, a, 0), axis=-1)
-                      for b in range(nblocks)], axis=-1)
-
   if nblocks > _TPU_SELECT_BLOCKS:
     return reshaped(a)
-  return jax.lax.platform_dependent(a, tpu=masked, default=reshaped)
+  return jax.lax.platform_dependent(
+      a, tpu=lambda a: _masked_absmax(a, block_size), default=reshaped)
+
+
+def _masked_absmax(a, block_size):
+  """:func:`_block_absmax` by masks of the column index (TPU's form)."""
+  nblocks = -(-a.shape[-1] // block_size)
+  block = _block_index(a.shape, block_size)
+  return jnp.stack([jnp.max(jnp.where(block == b, a, 0), axis=-1)
+                    for b in range(nblocks)], axis=-1)
 
 
 def _expand(scales, block_size, n):
@@ -327,17 +331,22 @@ def _expand(scales, block_size, n):
                                 scales.shape[:-1] + (nblocks * block_size,))
     return full[..., :n] if nblocks * block_size != n else full
 
-  def selected(scales):
-    block = _block_index(shape, block_size)
-    full = jnp.broadcast_to(scales[..., :1], shape)
-    for b in range(1, nblocks):
-      full = jnp.where(block >= b, jnp.broadcast_to(scales[..., b:b + 1], shape),
-                       full)
-    return full
-
   if nblocks > _TPU_SELECT_BLOCKS:
     return reshaped(scales)
-  return jax.lax.platform_dependent(scales, tpu=selected, default=reshaped)
+  return jax.lax.platform_dependent(
+      scales, tpu=lambda s: _selected_expand(s, block_size, n),
+      default=reshaped)
+
+
+def _selected_expand(scales, block_size, n):
+  """:func:`_expand` by a select per block (TPU's form)."""
+  shape = scales.shape[:-1] + (n,)
+  block = _block_index(shape, block_size)
+  full = jnp.broadcast_to(scales[..., :1], shape)
+  for b in range(1, scales.shape[-1]):
+    full = jnp.where(block >= b, jnp.broadcast_to(scales[..., b:b + 1], shape),
+                     full)
+  return full
 
 
 # Counter-based random bits.

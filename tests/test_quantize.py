@@ -462,3 +462,24 @@ def test_a_zero_gradients_moment_reaches_zero():
       assert np.count_nonzero(m[1:]) > 5, map_name
     else:
       np.testing.assert_array_equal(m[1:], 0, err_msg=f'{map_name} {name}')
+
+
+@pytest.mark.parametrize('shape, block_size', [((16, 300), 64), ((3, 2, 100),
+                                                                 32),
+                                               ((5, 768), 256), ((4, 41), 1)])
+def test_tpus_block_forms_are_the_reshapes_bit_for_bit(shape, block_size):
+  """On TPU the blocks are told apart by masks (q._TPU_SELECT_BLOCKS): the
+  same maxima and broadcasts as the reshapes CPU and GPU use."""
+  a = jnp.abs(jnp.asarray(_data(shape, seed=7)))
+  nblocks = -(-shape[-1] // block_size)
+  want = np.max(np.pad(np.asarray(a), [(0, 0)] * (a.ndim - 1) + [
+      (0, nblocks * block_size - shape[-1])]).reshape(
+          shape[:-1] + (nblocks, block_size)), axis=-1)
+  got = jax.jit(q._masked_absmax, static_argnums=1)(a, block_size)
+  np.testing.assert_array_equal(got, want)
+  np.testing.assert_array_equal(q._block_absmax(a, block_size), want)
+  expanded = jax.jit(q._selected_expand, static_argnums=(1, 2))(
+      jnp.asarray(want), block_size, shape[-1])
+  np.testing.assert_array_equal(expanded, _expand(want, block_size, shape[-1]))
+  np.testing.assert_array_equal(
+      q._expand(jnp.asarray(want), block_size, shape[-1]), expanded)
