@@ -220,9 +220,12 @@ def test_zero_first_gradients_start_the_leaf_later():
   assert 0.1 < np.max(first) < 10
 
 
-def test_no_nan_or_inf_from_finite_inputs():
+@pytest.mark.parametrize(
+    'mu_dtype', [None, alada_optax.Int8(block_size=4, min_size=0)],
+    ids=['fp32', 'int8'])
+def test_no_nan_or_inf_from_finite_inputs(mu_dtype):
   """Rounding can push U~ below zero; the clamp keeps the step finite."""
-  opt = alada(1e-2)
+  opt = alada(1e-2, mu_dtype=mu_dtype)
   update = jax.jit(opt.update)
   rng = np.random.default_rng(0)
   for shape in [(8, 8), (3, 5, 7), (6,)]:
@@ -231,7 +234,7 @@ def test_no_nan_or_inf_from_finite_inputs():
     g0 = jnp.asarray(rng.normal(size=shape) * 1e3, jnp.float32)
     # Gradients that cancel the momentum to exactly 0, tiny ones and huge ones.
     seq = [g0, -0.9 * g0 / 0.1 * 0.1, jnp.zeros(shape), g0 * 1e-30,
-           g0 * 1e15, jnp.zeros(shape), -g0]
+           g0 * 1e15, -g0 * 3e34, jnp.zeros(shape), -g0]
     for g in seq:
       updates, state = update(g, state, params)
       params = optax.apply_updates(params, updates)
@@ -322,17 +325,18 @@ def test_underflowing_gradients_do_as_documented():
 # -- the default safeguard: bounded steps where the rank-one fit is stale ------
 
 @functools.cache
-def _jitted_update(step_bound):
-  return jax.jit(alada(1.0, step_bound=step_bound).update)
+def _jitted_update(step_bound, mu_dtype=None):
+  return jax.jit(alada(1.0, step_bound=step_bound, mu_dtype=mu_dtype).update)
 
 
-def _rare_row_largest_step(step_bound, silent, rows=100, cols=8, row=3):
+def _rare_row_largest_step(step_bound, silent, rows=100, cols=8, row=3,
+                           mu_dtype=None):
   """Largest |update| of an embedding row that is silent for ``silent`` steps
   and then reappears on an odd step (lr 1: the update is the step itself)."""
   rng = np.random.default_rng(0)
   params = jnp.zeros((rows, cols))
-  update = _jitted_update(step_bound)
-  state = alada(1.0, step_bound=step_bound).init(params)
+  update = _jitted_update(step_bound, mu_dtype)
+  state = alada(1.0, step_bound=step_bound, mu_dtype=mu_dtype).init(params)
   back = 20 + silent + 1 - (20 + silent) % 2  # odd: p is the stale factor
   largest = 0.0
   for t in range(back + 20):
