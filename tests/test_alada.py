@@ -197,8 +197,12 @@ def test_literal_algorithm_blows_up_on_zero_first_gradient():
   assert np.max(np.abs(step)) / np.max(np.abs(adam_like)) > 1e5
 
 
-def test_zero_first_gradients_start_the_leaf_later():
-  """A leaf started at step k runs Algorithm 2 exactly, from its own t = 0."""
+@pytest.mark.parametrize('quantize', [
+    None, dict(map='cubic', block_size=4, stochastic=False)],
+                         ids=['fp32', 'int8'])
+def test_zero_first_gradients_start_the_leaf_later(quantize):
+  """A leaf started at step k runs Algorithm 2 exactly, from its own t = 0
+  (with an 8-bit M, exactly as the transcription quantizes it)."""
   shapes = {'lora_a': (4, 6), 'head': (5,), 'dense': (2, 3, 4)}
   x0, grad_fn = trajectories.quadratic_problem(shapes, seed=3)
   starts = {'lora_a': 5, 'head': 2, 'dense': 0}
@@ -208,9 +212,10 @@ def test_zero_first_gradients_start_the_leaf_later():
     return {k: g[k] if t >= starts[k] else np.zeros_like(g[k]) for k in g}
 
   steps = 40
+  mu_dtype = quantize and alada_optax.Int8(**quantize, min_size=0)
   got, _, state = trajectories.compare_with_reference(
-      alada(0.03), ref.alada_step(x0)[0], x0, delayed, steps, 0.03,
-      tol=1e-10)
+      alada(0.03, mu_dtype=mu_dtype), ref.alada_step(x0, quantize=quantize)[0],
+      x0, delayed, steps, 0.03, tol=1e-10)
   for k, s in starts.items():
     assert int(state[0].t0[k]) == s
   # Before its start, a leaf does not move at all.

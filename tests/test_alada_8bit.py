@@ -1,7 +1,8 @@
 """Alada with its first moment in 8 bits (``mu_dtype='int8'``, ``Int8``).
 
 The update against the float64 transcription is in tests/test_alada.py
-(``test_8bit_moment_matches_float64_transcription``); orbax, sharding and the
+(``test_8bit_moment_matches_float64_transcription``, and the start at the
+first non-zero gradient, ``test_zero_first_gradients_start_the_leaf_later``); orbax, sharding and the
 compiled peaks in tests/test_frameworks.py, tests/test_sharding.py and
 tests/test_memory.py. Here: which leaves are stored in 8 bits, the errors,
 the features of optax that must keep working, and the behaviours 8-bit
@@ -18,9 +19,7 @@ import numpy as np
 import optax
 import pytest
 
-import alada_optax
 from alada_optax import Int8, alada
-from tests import alada_reference as ref
 from tests import test_alada
 from tests import trajectories
 from tests import transform_checks
@@ -98,26 +97,6 @@ def test_bad_arguments_are_named():
   fp32 = alada(1e-3).init(params)
   with pytest.raises(ValueError, match="leaf \\['w'\\]"):
     alada(1e-3, mu_dtype='int8').update(params, fp32, params)
-
-
-def test_zero_first_gradients_start_the_leaf_later():
-  """The start at the first non-zero gradient holds in 8 bits, exactly as
-  the transcription quantizes (leaves starting at steps 5, 2 and 0)."""
-  shapes = {'lora_a': (4, 6), 'head': (5,), 'dense': (2, 3, 4)}
-  x0, grad_fn = trajectories.quadratic_problem(shapes, seed=3)
-  starts = {'lora_a': 5, 'head': 2, 'dense': 0}
-
-  def delayed(x, t):
-    g = grad_fn(x, t)
-    return {k: g[k] if t >= starts[k] else np.zeros_like(g[k]) for k in g}
-
-  fmt = dict(map='cubic', block_size=4, stochastic=False)
-  got, _, state = trajectories.compare_with_reference(
-      alada(0.03, mu_dtype=SMALL), ref.alada_step(x0, quantize=fmt)[0], x0,
-      delayed, 30, 0.03, tol=1e-10)
-  for k, s in starts.items():
-    assert int(state[0].t0[k]) == s
-  np.testing.assert_array_equal(got[4]['lora_a'], x0['lora_a'])
 
 
 def _run(tx, grads, params):
