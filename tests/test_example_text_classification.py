@@ -220,9 +220,11 @@ def test_every_config_has_a_grid_for_every_registered_optimizer(config_module):
 
 
 def test_the_registry_offers_the_products_optimizers():
-  """Adam, Adafactor, Alada and Alada as Algorithm 2; the research variants
-  only under a research config, and asking for one without it says so."""
-  assert list(harness.OPTIMIZERS) == ['adam', 'adafactor', 'alada', 'alada_paper']
+  """Adam, Adafactor, Alada, Alada as Algorithm 2 and Alada with an 8-bit
+  M; the research variants only under a research config, and asking for one
+  without it says so."""
+  assert list(harness.OPTIMIZERS) == ['adam', 'adafactor', 'alada',
+                                      'alada_paper', 'alada_int8']
   assert not set(harness.RESEARCH_OPTIMIZERS) & set(harness.OPTIMIZERS)
   for name in harness.RESEARCH_OPTIMIZERS:
     with pytest.raises(ValueError, match=f"'{name}' is a research variant"):

@@ -1,7 +1,7 @@
 """The research config: lr_sweep.py's budget and grids, with the research variants on offer.
 
 The examples offer the product's optimizers (adam, adafactor, alada,
-alada_paper). This config also offers the research variants of
+alada_paper, alada_int8). This config also offers the research variants of
 ``benchmarks.research.optimizers``, the measured alternatives and yardsticks
 of docs/research/safeguard.md, each on lr_sweep.py's grid: alada with
 ``second_moment='gradient'`` (``alada_gradient``; ``alada_gradient_b2_085``

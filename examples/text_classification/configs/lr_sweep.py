@@ -22,6 +22,7 @@ def get_config():
   config.learning_rates.adafactor = (3e-4, 1e-3, 3e-3, 1e-2, 3e-2)
   config.learning_rates.alada = grid
   config.learning_rates.alada_paper = grid
+  config.learning_rates.alada_int8 = grid  # offered, not run by default
   # The research variants (alada with second_moment='gradient', the rank-one
   # yardsticks) on this grid: configs/research.py.
   return config
