@@ -197,7 +197,7 @@ def _power_lower(y, p):
   writing full-size intermediates (a root, exp(log(y) / 3), is an expensive
   op that XLA:CPU writes to memory once it has two readers).
   """
-  k = jnp.zeros(y.shape, jnp.int32)
+  k = jnp.zeros_like(y, dtype=jnp.int32)  # (laid out like y)
   for bit in (64, 32, 16, 8, 4, 2, 1):
     above = _power_value(k + bit, p, y.dtype) <= y
     k = jnp.where(above & (k + bit < _TOP), k + bit, k)
@@ -206,7 +206,7 @@ def _power_lower(y, p):
 
 def _dynamic_value(k, dtype):
   # Decade i holds k in [n, 2n), n = 2^i; its top is 10^(i-6).
-  n, top = jnp.ones_like(k), jnp.full(k.shape, 1e-6, dtype)
+  n, top = jnp.ones_like(k), jnp.full_like(k, 1e-6, dtype=dtype)
   for i in range(1, 7):
     above = k >= 2**i
     n = jnp.where(above, 2**i, n)
@@ -218,8 +218,8 @@ def _dynamic_value(k, dtype):
 
 def _dynamic_lower(y):
   # The decade of y: y in (10^(i-7), 10^(i-6)], i = 0 for y <= 1e-6.
-  n = jnp.ones(y.shape, jnp.int32)
-  top = jnp.full(y.shape, 1e-6, y.dtype)
+  n = jnp.ones_like(y, dtype=jnp.int32)
+  top = jnp.full_like(y, 1e-6)
   for i in range(1, 7):
     above = y > jnp.asarray(10.0**(i - 7), y.dtype)
     n = jnp.where(above, 2**i, n)
@@ -284,6 +284,19 @@ def max_error(map_name: str) -> float:
 _TPU_SELECT_BLOCKS = 16
 
 
+def _on_explicit_mesh(x):
+  """Whether ``x`` lives on a mesh with explicit axes. There every branch of
+  ``platform_dependent`` is traced with sharding in types, and the TPU forms'
+  per-block slices and selects of a sharded axis are not allowed: the
+  reshapes are kept (on TPU too)."""
+  try:
+    mesh = jax.typeof(x).sharding.mesh
+  except Exception:  # pylint: disable=broad-except
+    return False
+  return any(t == jax.sharding.AxisType.Explicit
+             for t in getattr(mesh, 'axis_types', ()))
+
+
 def _block_index(shape, block_size):
   return jax.lax.broadcasted_iota(jnp.int32, shape, len(shape) - 1) // (
       block_size)
@@ -304,7 +317,7 @@ def _block_absmax(a, block_size):
       a = jnp.pad(a, [(0, 0)] * (a.ndim - 1) + [(0, pad)])
     return jnp.max(a.reshape(a.shape[:-1] + (nblocks, block_size)), axis=-1)
 
-  if nblocks > _TPU_SELECT_BLOCKS:
+  if nblocks > _TPU_SELECT_BLOCKS or _on_explicit_mesh(a):
     return reshaped(a)
   return jax.lax.platform_dependent(
       a, tpu=lambda a: _masked_absmax(a, block_size), default=reshaped)
@@ -331,7 +344,7 @@ def _expand(scales, block_size, n):
                                 scales.shape[:-1] + (nblocks * block_size,))
     return full[..., :n] if nblocks * block_size != n else full
 
-  if nblocks > _TPU_SELECT_BLOCKS:
+  if nblocks > _TPU_SELECT_BLOCKS or _on_explicit_mesh(scales):
     return reshaped(scales)
   return jax.lax.platform_dependent(
       scales, tpu=lambda s: _selected_expand(s, block_size, n),
