@@ -4,8 +4,8 @@ under 8 minutes):
     python -m benchmarks.gpu                 # on a GPU: GPT-2-small, MiniLM
     python -m benchmarks.gpu --quick         # smoke sizes; runs on CPU too
 
-For Adam, Adafactor, Alada (fp32 momentum) and Alada with bf16 momentum
-(``harness.OPTIMIZERS``, lr 1e-3) it measures
+For Adam, Adafactor, Alada (fp32 momentum) and Alada with bf16 and with
+8-bit momentum (``harness.OPTIMIZERS``, lr 1e-3) it measures
 
 1. the donated train step (params and state donated, ``harness``) of
    GPT-2-small (124M params, tied embedding, context 1024) at batch 1 x 1024
@@ -26,7 +26,7 @@ For Adam, Adafactor, Alada (fp32 momentum) and Alada with bf16 momentum
    ``train.train_and_evaluate`` in a subprocess.
 
 Params, gradients and optimizer state are fp32 (Alada bf16 M keeps its
-momentum in bf16); GPT-2's activations are bf16 by default (``--activations``).
+momentum in bf16, 8-bit M in int8 codes and fp32 block scales); GPT-2's activations are bf16 by default (``--activations``).
 It writes ``results.md`` and ``results.json`` (every figure, every time) and,
 from the MiniLM part, ``minilm.json`` and ``minilm_loss_curves.png`` under
 ``--out`` (default ``out/gpu``, git-ignored), and prints the tables. The exit
@@ -61,6 +61,7 @@ OPTIMIZERS = {
     'adafactor': 'Adafactor',
     'alada': 'Alada',
     'alada_bf16': 'Alada, bf16 M',
+    'alada_int8': 'Alada, 8-bit M',
 }
 
 # Flag defaults: (full run on a GPU, --quick).

@@ -44,6 +44,7 @@ OPTIMIZERS: dict[str, Callable[[], optax.GradientTransformation]] = {
     'Alada': lambda: alada_optax.alada(LEARNING_RATE),
     'Alada, bf16 M': lambda: alada_optax.alada(
         LEARNING_RATE, mu_dtype=jnp.bfloat16),
+    'Alada, 8-bit M': lambda: alada_optax.alada(LEARNING_RATE, mu_dtype='int8'),
 }
 
 

@@ -19,6 +19,7 @@ COLORS = {
     'Adafactor+momentum': '#bcbd22',
     'Alada': '#1f77b4',
     'Alada, bf16 M': '#17becf',
+    'Alada, 8-bit M': '#9467bd',
 }
 
 
