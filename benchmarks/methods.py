@@ -112,6 +112,12 @@ class Task:
   def warmup(self) -> int:
     return max(1, self.steps // 10)
 
+  def lm_data(self) -> 'Corpus':
+    """The LM's corpus: whole batches of held-out rows (see ``corpus``)."""
+    cfg = self.lm.config
+    return corpus(cfg['seq'], self.eval_rows - self.eval_rows % cfg['batch'],
+                  self.heldout_sentences)
+
 
 def task(quick: bool) -> Task:
   """The full task fits ~4 min on 2 CPU cores; the quick one is a smoke run
@@ -283,8 +289,7 @@ def _run(quick, jobs, warmup, rounds, log, names):
 
   # The LM task: one compiled program per method, run at every rate.
   lm, cfg = t.lm, t.lm.config
-  data = corpus(cfg['seq'], t.eval_rows - t.eval_rows % cfg['batch'],
-                t.heldout_sentences)
+  data = t.lm_data()
   log(f'methods: {lm.name}, {t.steps} steps on {data.train.size:,} bytes of '
       f'{data.train_sentences:,} sentences; held-out: {data.heldout.shape[0]} '
       f'rows of {data.heldout_sentences:,} other sentences')

@@ -187,9 +187,7 @@ def update_cost(quick: bool, rounds: int, log=print, extra=None,
 def lr_sensitivity(quick: bool, optimizers, log=print) -> dict[str, Any]:
   """The LM sweep: every optimizer at every lr of ``LRS`` for every seed."""
   task = methods_lib.task(quick)
-  lm, cfg = task.lm, task.lm.config
-  data = methods_lib.corpus(cfg['seq'], task.eval_rows - task.eval_rows % cfg['batch'],
-                            task.heldout_sentences)
+  lm, data = task.lm, task.lm_data()
   params = harness.concrete_params(lm)
   stream, heldout = jnp.asarray(data.train), jnp.asarray(data.heldout)
   seeds = SEEDS[:1] if quick else SEEDS
