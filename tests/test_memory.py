@@ -95,9 +95,11 @@ def test_int8_momentum_saves_most_of_its_state_in_the_peak(model_name, share,
   # The train step's peak falls by most of the state that 8 bits save against
   # fp32 M (MLP 0.67 of it, the 2-layer GPT-2 0.76): the update reads and
   # writes the codes in its own passes, no full-size float temporary. What
-  # is left is a copy of each leaf's codes out of the CPU's conditional
-  # (1 byte per parameter; see alada.update_leaves). The small GPT-2's
-  # biases and norms (below Int8.min_size) keep fp32 M: 0.278x the params.
+  # is left is one more weight gradient alive at a time: XLA:CPU's schedule
+  # runs a leaf's encode pass (its second read of G) after the next layer's
+  # gradient (the buffer assignment: 2 of the MLP's gradients alive at once,
+  # 1 with fp32 M). The small GPT-2's biases and norms (below
+  # Int8.min_size) keep fp32 M: 0.278x the params.
   fp32, int8 = peak(model_name, 'Alada'), peak(model_name, 'Alada, int8 M')
   assert int8.state < state * int8.params
   assert fp32.peak - int8.peak >= share * (fp32.state - int8.state)

@@ -3,6 +3,7 @@ r"""Alada's first moment in 8 bits: how alada_optax._quantize's maps do.
     python -m benchmarks.research.quantized_moment               # all, CPU
     python -m benchmarks.research.quantized_moment --only roundtrip,ema
     python -m benchmarks.research.quantized_moment --only compile
+    python -m benchmarks.research.quantized_moment --only lm [--bits 4]
     TPU_VENV/bin/python -m benchmarks.research.quantized_moment \
         --only compile --target v5e     # deviceless, see docs/accelerators.md
     GPU_VENV/bin/python -m benchmarks.research.quantized_moment \
@@ -50,7 +51,17 @@ Sections (``--only``; all by default):
   blocks of 64, the fold that also returns the new M as stored (what Alada's
   refit and step read), a leaf whose last axis (700) is not a multiple of
   the block, and a what-if that cuts the blocks by slices and selects
-  instead of a reshape; and the decode alone (times ``g``, not timed).
+  instead of a reshape; and the decode alone (times ``g``, not timed);
+* ``lm`` (not in the default: about 8 minutes): the suite's benchmark LM
+  (``benchmarks.methods.task``, as ``python -m benchmarks.run`` trains it)
+  with Alada's fp32 ``M`` and 8-bit ``M`` (``Int8()``), three data orders
+  (keys 7, 8, 9) at Alada's recommended rate (the middle of its grid) and the
+  grid at key 7: the held-out loss and the state over the fp32 params. With
+  ``--bits 4`` the same for a 4-bit stretch instead: 15 levels (codes -7..7,
+  ``_quantize``'s largest code set to 7 for the run) of the linear, cubic and
+  quartic maps in blocks of 256, and linear in blocks of 64; the codes are
+  held in int8 containers, and the state is counted as packed (half a byte
+  a code), which ``_quantize`` does not implement.
 """
 
 import argparse
@@ -445,6 +456,52 @@ def compile_facts(target, leaf=(50304, 768)):
   return lines
 
 
+def lm(bits, small=False):
+  """The ``lm`` section: the benchmark LM's held-out loss per variant
+  (``small``: the suite's ``--quick`` task, a smoke run)."""
+  import optax  # pylint: disable=g-import-not-at-top
+  import alada_optax  # pylint: disable=g-import-not-at-top
+  from benchmarks import harness, methods  # pylint: disable=g-import-not-at-top
+  if bits == 8:
+    variants = {'fp32 M': None, '8-bit, cubic, 256': q.Int8()}
+  else:  # Set before anything is traced: every level and search reads it.
+    q._TOP = 2**(bits - 1) - 1  # pylint: disable=protected-access
+    variants = {f'{bits}-bit, {m}, {b}': q.Int8(m, b) for m, b in (
+        ('linear', 256), ('cubic', 256), ('quartic', 256), ('linear', 64))}
+  t = methods.task(small)
+  model, data = t.lm, t.lm_data()
+  params = harness.concrete_params(model)
+  stream, heldout = jnp.asarray(data.train), jnp.asarray(data.heldout)
+  grid = methods.METHODS['Alada'].grid
+  runs = [(7, lr) for lr in grid] + [(8, grid[1]), (9, grid[1])]
+  lines = [f'Alada on the benchmark LM ({model.name}, {t.steps} steps); '
+           f'held-out loss at lr {grid[1]:g}, keys 7 / 8 / 9, and at key 7 '
+           f'over the grid {", ".join(f"{lr:g}" for lr in grid)}', '',
+           '| M | state / fp32 params | keys 7, 8, 9 | grid at key 7 |',
+           '|---|---:|---|---|']
+  for name, fmt in variants.items():
+    tx = optax.inject_hyperparams(
+        lambda learning_rate, fmt=fmt: alada_optax.alada(
+            learning_rate, mu_dtype=fmt))(learning_rate=grid[1])
+    state0 = jax.eval_shape(tx.init, params)
+    compiled = jax.jit(methods.lm_program(model, tx, t.steps, t.warmup)).lower(
+        params, state0, jax.random.key(7), stream, heldout).compile()
+    stored = sum(x.size * (bits / 8 if x.dtype == jnp.int8 else
+                           x.dtype.itemsize) for x in jax.tree.leaves(state0))
+    loss = {}
+    for key, lr in runs:
+      state = tx.init(params)
+      state.hyperparams['learning_rate'] = jnp.asarray(lr, jnp.float32)
+      loss[key, lr] = float(compiled(params, state, jax.random.key(key),
+                                     stream, heldout)[0])
+    lines.append(
+        f'| {name} | {stored / harness.tree_bytes(params):.4f}x | '
+        + ', '.join(f'{loss[k, grid[1]]:.4f}' for k in (7, 8, 9)) + ' | '
+        + ', '.join(f'{loss[7, lr]:.4f}' for lr in grid) + ' |')
+    print(lines[-1], flush=True)
+  return lines
+
+
 def main(argv=None):
   parser = argparse.ArgumentParser(
       prog='python -m benchmarks.research.quantized_moment',
@@ -458,7 +515,11 @@ def main(argv=None):
                       'CPU, or deviceless TPU v5e / H100 (from the side '
                       "environment that has its plugin)")
   parser.add_argument('--small', action='store_true',
-                      help='128 x 512 data (a smoke run)')
+                      help='128 x 512 data; for lm, the suite\'s --quick task '
+                      '(a smoke run)')
+  parser.add_argument('--bits', type=int, default=8, choices=(8, 4),
+                      help="the lm section's codes: 8 (fp32 and 8-bit M) or "
+                      '4 (the 4-bit stretch)')
   args = parser.parse_args(argv)
   shapes = {'roundtrip': (1024, 1024), 'candidates': (1024, 1024),
             'ema': (256, 1024), 'idle': (256, 1024)}
@@ -470,9 +531,12 @@ def main(argv=None):
   for name in args.only.split(','):
     shape = (128, 512) if args.small else shapes.get(name)
     print(f'\n## {name}' + (f', data {shape[0]} x {shape[1]}\n'
-                             if name != 'compile' else '\n'))
-    lines = (compile_facts(args.target) if name == 'compile'
-             else sections[name](shape))
+                             if name not in ('compile', 'lm') else '\n'))
+    if name == 'lm':
+      lines = lm(args.bits, args.small)
+    else:
+      lines = (compile_facts(args.target) if name == 'compile'
+               else sections[name](shape))
     print('\n'.join(lines), flush=True)
   print(f'\n{time.perf_counter() - start:.0f} s')
   return 0

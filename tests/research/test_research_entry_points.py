@@ -33,7 +33,8 @@ def test_in_backward_every_flag_is_documented(capsys):
   assert parser.description.strip().splitlines()[-1].strip() in text
 
 
-@pytest.mark.parametrize('module', ['safeguard', 'lr_robustness', 'in_backward'])
+@pytest.mark.parametrize('module', ['safeguard', 'lr_robustness', 'in_backward',
+                                    'quantized_moment'])
 def test_research_commands_run_as_documented(module):
   """``python -m benchmarks.research.X --help``: exit 0, its own name."""
   proc = subprocess.run(
@@ -75,3 +76,33 @@ def test_quick_safeguard_benchmark(tmp_path):
   after = _git_status()
   if before is not None:
     assert after == before, f'the run changed the checkout:\n{after}'
+
+
+def _lm_rows(bits):
+  proc = subprocess.run(
+      [sys.executable, '-m', 'benchmarks.research.quantized_moment', '--only',
+       'lm', '--small', '--bits', str(bits)],
+      cwd=REPO, env=_env(), capture_output=True, text=True, timeout=600)
+  assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+  rows = {}
+  for line in proc.stdout.splitlines():
+    if line.startswith('| ') and 'x |' in line:
+      name, state, at_rate, grid = line.split('|')[1:5]
+      losses = [float(x) for x in (at_rate + ',' + grid).split(',')]
+      assert all(0 < x < 20 for x in losses), line
+      rows[name.strip()] = (float(state.strip().rstrip('x')), losses)
+  return rows
+
+
+def test_quantized_moment_lm_smoke():
+  """``--only lm --small`` and ``--bits 4``: a row per variant with finite
+  losses; 8 bits below fp32 M's state, 4 bits (counted packed) below 8."""
+  eight, four = _lm_rows(8), _lm_rows(4)
+  assert list(eight) == ['fp32 M', '8-bit, cubic, 256']
+  assert list(four) == ['4-bit, linear, 256', '4-bit, cubic, 256',
+                        '4-bit, quartic, 256', '4-bit, linear, 64']
+  state = lambda rows, name: rows[name][0]
+  assert state(eight, '8-bit, cubic, 256') < 0.5 * state(eight, 'fp32 M')
+  assert max(s for s, _ in four.values()) < state(eight, '8-bit, cubic, 256')
+  # The 4-bit run quantizes to 15 levels: not the 8-bit codes' losses.
+  assert four['4-bit, cubic, 256'][1] != eight['8-bit, cubic, 256'][1]
