@@ -87,8 +87,9 @@ def _lm_rows(bits):
   rows = {}
   for line in proc.stdout.splitlines():
     if line.startswith('| ') and 'x |' in line:
-      name, state, at_rate, grid = line.split('|')[1:5]
-      losses = [float(x) for x in (at_rate + ',' + grid).split(',')]
+      name, state, at_rate, grid, top = line.split('|')[1:6]
+      top = top.split('(')[0]  # the median follows in parentheses
+      losses = [float(x) for x in (at_rate + ',' + grid + ',' + top).split(',')]
       assert all(0 < x < 20 for x in losses), line
       rows[name.strip()] = (float(state.strip().rstrip('x')), losses)
   return rows
