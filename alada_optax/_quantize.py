@@ -297,6 +297,14 @@ def _on_explicit_mesh(x):
              for t in getattr(mesh, 'axis_types', ()))
 
 
+def _by_backend(x, nblocks, tpu, default):
+  """``default(x)``, or ``tpu(x)`` on TPU where its per-block form pays: at
+  most ``_TPU_SELECT_BLOCKS`` blocks, and not on explicit mesh axes."""
+  if nblocks > _TPU_SELECT_BLOCKS or _on_explicit_mesh(x):
+    return default(x)
+  return jax.lax.platform_dependent(x, tpu=tpu, default=default)
+
+
 def _block_index(shape, block_size):
   return jax.lax.broadcasted_iota(jnp.int32, shape, len(shape) - 1) // (
       block_size)
@@ -317,10 +325,8 @@ def _block_absmax(a, block_size):
       a = jnp.pad(a, [(0, 0)] * (a.ndim - 1) + [(0, pad)])
     return jnp.max(a.reshape(a.shape[:-1] + (nblocks, block_size)), axis=-1)
 
-  if nblocks > _TPU_SELECT_BLOCKS or _on_explicit_mesh(a):
-    return reshaped(a)
-  return jax.lax.platform_dependent(
-      a, tpu=lambda a: _masked_absmax(a, block_size), default=reshaped)
+  return _by_backend(a, nblocks, lambda a: _masked_absmax(a, block_size),
+                     reshaped)
 
 
 def _masked_absmax(a, block_size):
@@ -344,11 +350,8 @@ def _expand(scales, block_size, n):
                                 scales.shape[:-1] + (nblocks * block_size,))
     return full[..., :n] if nblocks * block_size != n else full
 
-  if nblocks > _TPU_SELECT_BLOCKS or _on_explicit_mesh(scales):
-    return reshaped(scales)
-  return jax.lax.platform_dependent(
-      scales, tpu=lambda s: _selected_expand(s, block_size, n),
-      default=reshaped)
+  return _by_backend(scales, nblocks,
+                     lambda s: _selected_expand(s, block_size, n), reshaped)
 
 
 def _selected_expand(scales, block_size, n):
