@@ -26,7 +26,8 @@ For Adam, Adafactor, Alada (fp32 momentum) and Alada with bf16 and with
    ``train.train_and_evaluate`` in a subprocess.
 
 Params, gradients and optimizer state are fp32 (Alada bf16 M keeps its
-momentum in bf16, 8-bit M in int8 codes and fp32 block scales); GPT-2's activations are bf16 by default (``--activations``).
+momentum in bf16, 8-bit M in int8 codes and fp32 block scales); GPT-2's
+activations are bf16 by default (``--activations``).
 It writes ``results.md`` and ``results.json`` (every figure, every time) and,
 from the MiniLM part, ``minilm.json`` and ``minilm_loss_curves.png`` under
 ``--out`` (default ``out/gpu``, git-ignored), and prints the tables. The exit
