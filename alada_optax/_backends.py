@@ -122,6 +122,35 @@ def refit_by_parity(refit: Callable, leaves: Sequence[Any],
       rocm=per_backend(_both_read_as_stored), default=per_backend(_both))
 
 
+def small_leaves_stacked_on_gpu(tree_kernel: Callable,
+                                stacked: Callable) -> Callable:
+  """``tree_kernel(gs, states, plans, count)``, on GPU as ``stacked``.
+
+  ``stacked`` is the same step with the small leaves of one kind stacked
+  into one (``_leafwise.stacked_small_leaves``).
+
+  * **GPU: small leaves stacked.** XLA:GPU launches a kernel per fusion and
+    fuses none of different leaves, so each of a model's many small leaves
+    costs as many launches as a large one: on the GPT-2-small-shaped update
+    (H100), the 98 biases and norms' scales (0.1% of the entries) took 981
+    of its 1,772 kernels; stacked by kind (three kinds), 528 (slicing the
+    results back into each leaf's buffers takes most of those).
+  * **TPU and CPU: leaf by leaf.** On v5e the stacked update accesses 70.8
+    bytes per parameter against 61.2 (its memory-space assignment moves
+    more of the large matrices into on-chip memory), with 57.1 MiB of
+    temporaries against 50.8; a CPU launches no kernels.
+  """
+
+  def by_backend(gs, states, plans, count):
+    run = lambda kernel: lambda gs, states, count: kernel(gs, states, plans,
+                                                          count)
+    return jax.lax.platform_dependent(
+        gs, states, count, cuda=run(stacked), rocm=run(stacked),
+        default=run(tree_kernel))
+
+  return by_backend
+
+
 def refresh_by_step(refresh: jax.Array, refits: Sequence[Callable],
                     kept: Sequence[Any]) -> list:
   """``[refit() if refresh else k for refit, k in zip(refits, kept)]``.

@@ -156,6 +156,12 @@ class MatrixPlan:
   def batch_shape(self) -> tuple[int, ...]:
     return tuple(self.shape[a] for a in self.batch_axes)
 
+  def stacked(self, k: int) -> 'MatrixPlan':
+    """The plan of ``k`` such tensors stacked on a new leading batch axis."""
+    shift = lambda axes: tuple(a + 1 for a in axes)
+    return MatrixPlan((k,) + self.shape, (0,) + shift(self.batch_axes),
+                      shift(self.row_axes), shift(self.col_axes))
+
   @property
   def m(self) -> int:
     return math.prod(self.shape[a] for a in self.row_axes)

@@ -79,6 +79,40 @@ def test_matches_float64_transcription(make_opt, mode):
     np.testing.assert_allclose(alada_state.v0[k], leaf.v0, rtol=1e-10)
 
 
+@pytest.fixture
+def small_leaves_stacked(monkeypatch):
+  """Alada built with the GPU's structure on any backend: small leaves of
+  one kind stacked into one (``_backends.small_leaves_stacked_on_gpu``)."""
+  from alada_optax import _backends, _leafwise  # pylint: disable=g-import-not-at-top
+  monkeypatch.setattr(_backends, 'small_leaves_stacked_on_gpu',
+                      lambda plain, stacked: stacked)
+  monkeypatch.setattr(_leafwise, '_COMPILED', type(_leafwise._COMPILED)())
+
+
+@pytest.mark.parametrize('mode', MODES[:2])
+def test_stacked_small_leaves_match_float64_transcription(
+    small_leaves_stacked, mode):
+  """Leaves of one kind stepped as one stack: each still runs Algorithm 2 on
+  its own, from its own first non-zero gradient."""
+  del small_leaves_stacked
+  shapes = {'a': (4, 6), 'b': (4, 6), 'c': (7,), 'd': (7,), 'e': (7,),
+            'f': (), 'g': (), 'h': (2, 3, 4), 'i': (5,)}
+  starts = {'a': 0, 'b': 3, 'c': 0, 'd': 1, 'e': 6, 'f': 0, 'g': 2}
+  x0, grad_fn = trajectories.quadratic_problem(shapes, seed=5)
+
+  def delayed(x, t):
+    g = grad_fn(x, t)
+    return {k: g[k] if t >= starts.get(k, 0) else np.zeros_like(g[k])
+            for k in g}
+
+  _, _, state = trajectories.compare_with_reference(
+      alada(0.03, weight_decay=1e-2, **mode),
+      ref.alada_step(x0, **mode)[0], x0, delayed, 24, 0.03,
+      weight_decay=1e-2, tol=1e-10)
+  for k, s in starts.items():
+    assert int(state[0].t0[k]) == s
+
+
 # 8-bit first moments: blocks of 4 (or 3) along the last axis, so the leaves
 # have several blocks and a short last one; every map, and stochastic
 # rounding (whose bits the transcription hashes the same way).
