@@ -1,8 +1,9 @@
 """Where an update takes a different shape per XLA backend, and why.
 
-Two decisions live here: how Alada's parity picks its refit
-(:func:`refit_by_parity`, below), and how Subspace-Momentum's refresh step
-recomputes its projectors (:func:`refresh_by_step`). A third, how an 8-bit
+Three decisions live here: how Alada's parity picks its refit
+(:func:`refit_by_parity`, below), how its factors' scale and norm are
+reduced (:func:`max_and_scaled_sumsq`), and how Subspace-Momentum's refresh
+step recomputes its projectors (:func:`refresh_by_step`). A fourth, how an 8-bit
 moment's blocks are told apart on TPU (masks of the column index, not a
 reshape), lives with the format in ``alada_optax._quantize``
 (``_TPU_SELECT_BLOCKS``, with its measurement).
@@ -29,6 +30,18 @@ them, ``docs/accelerators.md`` has the tables):
 * **GPU: M is read as stored.** XLA:GPU otherwise recomputes the fold
   inside each reduction and the step, and copies M at the end (188 MiB of
   temporaries on the 2-layer GPT-2 update; 9.2 MiB with the barrier).
+* **GPU: small leaves of one kind are refitted as one stack.** XLA:GPU
+  launches a kernel per fusion and fuses none of different leaves, so each
+  of a model's many small leaves cost as many launches as a large one: on
+  the GPT-2-small-shaped update (H100), its 98 biases and norms' scales
+  (0.1% of the entries) took 981 of the 1,772 kernels. Refitted in three
+  stacks (``_leafwise.stacked``; the fold and the step stay per leaf), the
+  update has 1,247. What remains per small leaf is mostly writing its
+  state: p, q, v0 and t0 are buffers of their own, each written by a
+  kernel of its own. On TPU stacking moves no fewer bytes (v5e: 70.8 bytes
+  per parameter against 61.2, its memory-space assignment moving more of
+  the large matrices on chip) and a CPU launches no kernels: both refit
+  leaf by leaf.
 * **CPU: one conditional for the whole tree.** XLA:CPU runs the two
   reductions as two passes over M, each as long as the fold: with both, the
   GPT-2-small update alone took 1.38x Adam's; with one ``lax.cond``
@@ -56,6 +69,8 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
+from alada_optax import _leafwise
+
 
 def reduction_result(r: jax.Array) -> jax.Array:
   """A full-size reduction's result, ending its kernel there."""
@@ -66,41 +81,46 @@ def _stored(x: Any) -> Any:
   return jax.lax.optimization_barrier(x)
 
 
-def _both(refit: Callable, leaves: Sequence[Any], even: jax.Array) -> list:
+def _both(refit: Callable, leaves: Sequence[Any], plans: Sequence[Any],
+          even: jax.Array) -> list:
   """Both refits of every leaf; the parity keeps one (no control flow)."""
   pick = functools.partial(jnp.where, even)
-  return [jax.tree.map(pick, refit(i, leaf, True), refit(i, leaf, False))
-          for i, leaf in enumerate(leaves)]
+  return [jax.tree.map(pick, refit(leaf, plan, True), refit(leaf, plan, False))
+          for leaf, plan in zip(leaves, plans)]
 
 
-def _both_read_as_stored(refit, leaves, even):
-  """:func:`_both`, with each leaf's M (and G) read from memory (GPU)."""
-  return _both(refit, [leaf._replace(mu=_stored(leaf.mu),
-                                     target=_stored(leaf.target))
-                       for leaf in leaves], even)
+def _stacked_read_as_stored(refit, leaves, plans, even):
+  """:func:`_both`, each leaf's M (and G) read from memory, and the small
+  leaves of one kind refitted as one stack (GPU)."""
+  both = lambda leaf, plan: _both(refit, [leaf], [plan], even)[0]
+  return _leafwise.stacked(
+      both, [leaf._replace(mu=_stored(leaf.mu), target=_stored(leaf.target))
+             for leaf in leaves], plans)
 
 
-def _one_conditional(refit, leaves, even):
+def _one_conditional(refit, leaves, plans, even):
   """One ``lax.cond`` over the whole tree picks every leaf's refit (CPU)."""
 
   def branch(rows):
     def run(leaves):
       leaves = _stored(leaves)  # an op the simplifier keeps a branch for
-      return [refit(i, leaf, rows) for i, leaf in enumerate(leaves)]
+      return [refit(leaf, plan, rows) for leaf, plan in zip(leaves, plans)]
     return run
 
   return jax.lax.cond(even, branch(True), branch(False), leaves)
 
 
 def refit_by_parity(refit: Callable, leaves: Sequence[Any],
-                    even: jax.Array, *, reads_gradients: bool = False) -> list:
+                    plans: Sequence[Any], even: jax.Array, *,
+                    reads_gradients: bool = False) -> list:
   """Lines 13-18 of Algorithm 2 for every leaf, one parity for the tree.
 
   Args:
-    refit: ``(i, leaf, rows) -> (p, q, v0)``: the refit of p (``rows``) or
-      q of the ``i``-th leaf.
-    leaves: the leaves, pytrees of arrays (what is static about leaf ``i``,
-      ``refit`` knows).
+    refit: ``(leaf, plan, rows) -> (p, q, v0, ...)``: the refit of p
+      (``rows``) or q of a leaf; given a stack of leaves and its plan
+      (:func:`alada_optax._leafwise.stacked`), it refits each on its own.
+    leaves: the leaves, pytrees of arrays.
+    plans: their static plans.
     even: the step count is even (refit p).
     reads_gradients: the refits read the gradients (``second_moment=
       'gradient'``): no conditional then on CPU either, since a conditional
@@ -114,12 +134,12 @@ def refit_by_parity(refit: Callable, leaves: Sequence[Any],
   if not leaves:
     return []
   per_backend = lambda structure: lambda leaves, even: structure(
-      refit, leaves, even)
+      refit, leaves, plans, even)
   cpu = _both if reads_gradients else _one_conditional
   return jax.lax.platform_dependent(
       list(leaves), even, cpu=per_backend(cpu),
-      cuda=per_backend(_both_read_as_stored),
-      rocm=per_backend(_both_read_as_stored), default=per_backend(_both))
+      cuda=per_backend(_stacked_read_as_stored),
+      rocm=per_backend(_stacked_read_as_stored), default=per_backend(_both))
 
 
 def _max_and_sumsq_two_passes(x):
@@ -147,8 +167,8 @@ def max_and_scaled_sumsq(x: jax.Array) -> tuple[jax.Array, jax.Array]:
   * **GPU: one pass**, a variadic reduction carrying the running max and
     the sum of squares scaled to it (the same value up to rounding): the
     two reductions of two passes are two kernels, and XLA:GPU fuses
-    neither into the other. On the GPT-2-shaped update (H100): 1,146
-    kernels against 1,250.
+    neither into the other. On the GPT-2-shaped update (H100): 1,144
+    kernels against 1,247.
   * **TPU and CPU: two passes.** On v5e the one pass leaves the bytes per
     parameter as they are (61.2) and adds 4.7 MiB of temporaries (55.5
     against 50.8 MiB).
@@ -156,35 +176,6 @@ def max_and_scaled_sumsq(x: jax.Array) -> tuple[jax.Array, jax.Array]:
   return jax.lax.platform_dependent(
       x, cuda=_max_and_sumsq_one_pass, rocm=_max_and_sumsq_one_pass,
       default=_max_and_sumsq_two_passes)
-
-
-def small_leaves_stacked_on_gpu(tree_kernel: Callable,
-                                stacked: Callable) -> Callable:
-  """``tree_kernel(gs, states, plans, count)``, on GPU as ``stacked``.
-
-  ``stacked`` is the same step with the small leaves of one kind stacked
-  into one (``_leafwise.stacked_small_leaves``).
-
-  * **GPU: small leaves stacked.** XLA:GPU launches a kernel per fusion and
-    fuses none of different leaves, so each of a model's many small leaves
-    costs as many launches as a large one: on the GPT-2-small-shaped update
-    (H100), the 98 biases and norms' scales (0.1% of the entries) took 981
-    of its 1,772 kernels; stacked by kind (three kinds), 528 (slicing the
-    results back into each leaf's buffers takes most of those).
-  * **TPU and CPU: leaf by leaf.** On v5e the stacked update accesses 70.8
-    bytes per parameter against 61.2 (its memory-space assignment moves
-    more of the large matrices into on-chip memory), with 57.1 MiB of
-    temporaries against 50.8; a CPU launches no kernels.
-  """
-
-  def by_backend(gs, states, plans, count):
-    run = lambda kernel: lambda gs, states, count: kernel(gs, states, plans,
-                                                          count)
-    return jax.lax.platform_dependent(
-        gs, states, count, cuda=run(stacked), rocm=run(stacked),
-        default=run(tree_kernel))
-
-  return by_backend
 
 
 def refresh_by_step(refresh: jax.Array, refits: Sequence[Callable],

@@ -196,56 +196,49 @@ def concrete_key(*values: Any) -> Optional[tuple]:
   return tuple(key)
 
 
-# Leaves of at most this many entries are stacked by kind for a tree
-# kernel (see stacked_small_leaves).
+# Items of at most this many entries per array are stacked by kind (see
+# stacked).
 STACK_MAX_SIZE = 2**16
 
 
-def stacked_small_leaves(tree_kernel: TreeKernel) -> TreeKernel:
-  """``tree_kernel``, with small leaves of one kind stepped as one leaf.
+def _stack_kind(item: Any, plan: Any) -> Optional[tuple]:
+  arrays = jax.tree.leaves(item)
+  if (max(jnp.size(x) for x in arrays) > STACK_MAX_SIZE
+      or any(jnp.result_type(x) == jnp.int8 for x in arrays)
+      or any(_layout._explicit_sharding(x) is not None for x in arrays)):  # pylint: disable=protected-access
+    return None
+  return (plan, jax.tree.structure(item),
+          tuple((jnp.shape(x), jnp.result_type(x)) for x in arrays))
 
-  Leaves of at most :data:`STACK_MAX_SIZE` entries whose gradients, states
-  and plans agree in shapes and dtypes (a model's biases and norms' scales
-  of one width) are stacked on a new leading batch axis
-  (:meth:`~alada_optax.matricize.MatrixPlan.stacked`), stepped by
-  ``tree_kernel`` as one leaf of independent matrices, and split again. The
-  arithmetic per matrix is the same. XLA fuses no kernels of different
-  leaves, so each small leaf would otherwise cost as many kernel launches
-  on a GPU as a large one. Left as they are: leaves whose arrays carry an
-  explicit mesh sharding (their shardings would have to agree), leaves
-  with 8-bit moments (their seeds are per leaf), and calls with per-leaf
-  inputs.
+
+def stacked(fn: Callable[[Any, Any], Any], items: Sequence[Any],
+            plans: Sequence[Any]) -> list:
+  """``[fn(item, plan) for item, plan in zip(items, plans)]``, with the
+  small items of one kind computed in one call.
+
+  Items (pytrees of one leaf's arrays) whose arrays have at most
+  :data:`STACK_MAX_SIZE` entries and agree in structure, shapes, dtypes and
+  plan (a model's biases and norms' scales of one width) are stacked on a
+  new leading batch axis and ``fn`` gets them with the plan of the stack
+  (:meth:`~alada_optax.matricize.MatrixPlan.stacked`): ``fn`` must treat
+  each matrix of the batch on its own. Its results are split again. Left
+  alone: items with 8-bit codes (their seeds are per leaf) or arrays on a
+  mesh with explicit axes (their shardings would have to agree).
   """
-
-  def kind(g, state, plan):
-    arrays = [g, *(x for x in state if x is not None)]
-    if (jnp.size(g) > STACK_MAX_SIZE
-        or any(jnp.result_type(x) == jnp.int8 for x in arrays)
-        or any(_layout._explicit_sharding(x) is not None for x in arrays)):  # pylint: disable=protected-access
-      return None
-    return plan, tuple((jnp.shape(x), jnp.result_type(x)) for x in arrays)
-
-  def run(gs, states, plans, count, *inputs):
-    if inputs:
-      return tree_kernel(gs, states, plans, count, *inputs)
-    groups = collections.defaultdict(list)
-    for i, leaf in enumerate(zip(gs, states, plans)):
-      groups[kind(*leaf) or ('alone', i)].append(i)
-    groups = list(groups.values())
-    stack = lambda *xs: jnp.stack(xs) if len(xs) > 1 else xs[0]
-    stepped = tree_kernel(
-        [stack(*(gs[i] for i in group)) for group in groups],
-        [jax.tree.map(stack, *(states[i] for i in group)) for group in groups],
-        tuple(plans[group[0]].stacked(len(group)) if len(group) > 1 else
-              plans[group[0]] for group in groups), count)
-    out = [None] * len(gs)
-    for group, result in zip(groups, stepped):
-      for j, i in enumerate(group):
-        out[i] = result if len(group) == 1 else jax.tree.map(
-            lambda x, j=j: x[j], result)
-    return out
-
-  return run
+  groups = collections.defaultdict(list)
+  for i, (item, plan) in enumerate(zip(items, plans)):
+    groups[_stack_kind(item, plan) or ('alone', i)].append(i)
+  out = [None] * len(items)
+  for group in groups.values():
+    if len(group) == 1:
+      out[group[0]] = fn(items[group[0]], plans[group[0]])
+      continue
+    result = fn(jax.tree.map(lambda *xs: jnp.stack(xs),
+                             *(items[i] for i in group)),
+                plans[group[0]].stacked(len(group)))
+    for j, i in enumerate(group):
+      out[i] = jax.tree.map(lambda x, j=j: x[j], result)
+  return out
 
 
 def _compiled(tree_kernel: TreeKernel, key: Optional[tuple]) -> TreeKernel:

@@ -331,17 +331,17 @@ def scale_by_alada(
     leaves = [fold(g, s, count, i) for i, (g, s) in enumerate(zip(gs, states))]
     # Lines 13-18: even steps refit p, odd steps q; one parity, the step
     # count's, for the whole tree: one conditional at most (see _backends).
-    def refit_and_read(i, leaf, rows):
+    def refit_and_read(leaf, plan, rows):
       # An 8-bit M comes back with the refit, as the refit read it: the step
       # reads the codes as stored. (Where a conditional picks the refit,
       # XLA:CPU would otherwise recompute them in the step from M_t and G,
       # keeping every gradient alive until the conditional: the 4 x 256^2
       # MLP's train step, 1.34 MB of temporaries instead of 0.56.)
       stored = leaf.mu if isinstance(leaf.mu, tuple) else None
-      return refit(leaf, plans[i], rows) + (stored,)
+      return refit(leaf, plan, rows) + (stored,)
 
     refitted = _backends.refit_by_parity(
-        refit_and_read, leaves, count % 2 == 0,
+        refit_and_read, leaves, plans, count % 2 == 0,
         reads_gradients=second_moment == 'gradient')
     out = []
     for leaf, plan, state, (p, q, v0, stored) in zip(leaves, plans, states,
@@ -357,8 +357,7 @@ def scale_by_alada(
   return _leafwise.transformation(
       _NAME, _FIELDS, None, None, dimension_numbers=dimension_numbers,
       mu_dtype=mu_dtype, quantize_mask=quantize_mask,
-      tree_kernel=_backends.small_leaves_stacked_on_gpu(
-          update_leaves, _leafwise.stacked_small_leaves(update_leaves)),
+      tree_kernel=update_leaves,
       tree_kernel_key=_leafwise.concrete_key(
           _NAME, b1, b2, eps, step_bound, second_moment, fmt))
 

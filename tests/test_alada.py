@@ -81,12 +81,12 @@ def test_matches_float64_transcription(make_opt, mode):
 
 @pytest.fixture
 def gpu_structure(monkeypatch):
-  """Alada built with the GPU's choices of ``_backends`` on any backend:
-  small leaves of one kind stacked into one, the factors' scale and norm in
-  one pass."""
+  """Alada built with the GPU's choices of ``_backends`` on the CPU: both
+  refits, the small leaves of one kind refitted as one stack, the factors'
+  scale and norm in one pass."""
   from alada_optax import _backends, _leafwise  # pylint: disable=g-import-not-at-top
-  monkeypatch.setattr(_backends, 'small_leaves_stacked_on_gpu',
-                      lambda plain, stacked: stacked)
+  monkeypatch.setattr(_backends, '_one_conditional',
+                      _backends._stacked_read_as_stored)
   monkeypatch.setattr(_backends, 'max_and_scaled_sumsq',
                       _backends._max_and_sumsq_one_pass)
   monkeypatch.setattr(_leafwise, '_COMPILED', type(_leafwise._COMPILED)())
@@ -94,8 +94,8 @@ def gpu_structure(monkeypatch):
 
 @pytest.mark.parametrize('mode', MODES[:2])
 def test_gpu_structure_matches_float64_transcription(gpu_structure, mode):
-  """Leaves of one kind stepped as one stack: each still runs Algorithm 2 on
-  its own, from its own first non-zero gradient."""
+  """Leaves of one kind refitted as one stack: each still runs Algorithm 2
+  on its own, from its own first non-zero gradient."""
   del gpu_structure
   shapes = {'a': (4, 6), 'b': (4, 6), 'c': (7,), 'd': (7,), 'e': (7,),
             'f': (), 'g': (), 'h': (2, 3, 4), 'i': (5,)}
