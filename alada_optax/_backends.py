@@ -27,9 +27,14 @@ them, ``docs/accelerators.md`` has the tables):
   device (``ConditionalThunk``), one blocking synchronisation per step;
   XLA:GPU does not fuse a row and a column reduction, so M is read once
   more instead, which costs no memory.
-* **GPU: M is read as stored.** XLA:GPU otherwise recomputes the fold
-  inside each reduction and the step, and copies M at the end (188 MiB of
-  temporaries on the 2-layer GPT-2 update; 9.2 MiB with the barrier).
+* **GPU: M is read as stored** (:func:`read_as_stored`). XLA:GPU
+  otherwise recomputes the fold inside each reduction and the step, and
+  copies M at the end (188 MiB of temporaries on the 2-layer GPT-2 update;
+  9.2 MiB with the barrier). The step too reads it so: with a bf16 M, the
+  step recomputing the fold from M_t kept a copy of the embedding's M_t
+  alive while M_{t+1} overwrote it (74.3 MiB of temporaries on the
+  GPT-2-shaped update, 15.6% of the params; 10.4 MiB reading it as
+  stored).
 * **GPU: small leaves of one kind are refitted as one stack.** XLA:GPU
   launches a kernel per fusion and fuses none of different leaves, so each
   of a model's many small leaves cost as many launches as a large one: on
@@ -89,13 +94,22 @@ def _both(refit: Callable, leaves: Sequence[Any], plans: Sequence[Any],
           for leaf, plan in zip(leaves, plans)]
 
 
-def _stacked_read_as_stored(refit, leaves, plans, even):
-  """:func:`_both`, each leaf's M (and G) read from memory, and the small
-  leaves of one kind refitted as one stack (GPU)."""
+def _stacked(refit, leaves, plans, even):
+  """:func:`_both`, with the small leaves of one kind refitted as one stack
+  (GPU)."""
   both = lambda leaf, plan: _both(refit, [leaf], [plan], even)[0]
-  return _leafwise.stacked(
-      both, [leaf._replace(mu=_stored(leaf.mu), target=_stored(leaf.target))
-             for leaf in leaves], plans)
+  return _leafwise.stacked(both, leaves, plans)
+
+
+def read_as_stored(leaves: Sequence[Any]) -> list:
+  """The leaves, whose ``mu`` (M_{t+1}) and ``target`` the refits and the
+  step then read from memory: on GPU (see the module's docstring), as they
+  are elsewhere."""
+  def stored(leaves):
+    return [leaf._replace(mu=_stored(leaf.mu), target=_stored(leaf.target))
+            for leaf in leaves]
+  return jax.lax.platform_dependent(list(leaves), cuda=stored, rocm=stored,
+                                    default=list)
 
 
 def _one_conditional(refit, leaves, plans, even):
@@ -138,8 +152,8 @@ def refit_by_parity(refit: Callable, leaves: Sequence[Any],
   cpu = _both if reads_gradients else _one_conditional
   return jax.lax.platform_dependent(
       list(leaves), even, cpu=per_backend(cpu),
-      cuda=per_backend(_stacked_read_as_stored),
-      rocm=per_backend(_stacked_read_as_stored), default=per_backend(_both))
+      cuda=per_backend(_stacked), rocm=per_backend(_stacked),
+      default=per_backend(_both))
 
 
 def _max_and_sumsq_two_passes(x):

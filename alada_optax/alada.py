@@ -328,7 +328,8 @@ def scale_by_alada(
     return direction
 
   def update_leaves(gs, states, plans, count):
-    leaves = [fold(g, s, count, i) for i, (g, s) in enumerate(zip(gs, states))]
+    leaves = _backends.read_as_stored(
+        [fold(g, s, count, i) for i, (g, s) in enumerate(zip(gs, states))])
     # Lines 13-18: even steps refit p, odd steps q; one parity, the step
     # count's, for the whole tree: one conditional at most (see _backends).
     def refit_and_read(leaf, plan, rows):

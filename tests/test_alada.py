@@ -85,8 +85,7 @@ def gpu_structure(monkeypatch):
   refits, the small leaves of one kind refitted as one stack, the factors'
   scale and norm in one pass."""
   from alada_optax import _backends, _leafwise  # pylint: disable=g-import-not-at-top
-  monkeypatch.setattr(_backends, '_one_conditional',
-                      _backends._stacked_read_as_stored)
+  monkeypatch.setattr(_backends, '_one_conditional', _backends._stacked)
   monkeypatch.setattr(_backends, 'max_and_scaled_sumsq',
                       _backends._max_and_sumsq_one_pass)
   monkeypatch.setattr(_leafwise, '_COMPILED', type(_leafwise._COMPILED)())

@@ -118,3 +118,29 @@ def test_the_count_reads_control_flow_per_leaf():
   for n in (6, 12):
     text = lowered_text(update, tree(n), jax.ShapeDtypeStruct((), jnp.int32))
     assert hlo.hlo_structure(text).conditionals == n
+
+
+def small_leaves(k: int):
+  """``k`` vectors and ``k`` small matrices, each of one shape."""
+  return {f'layer{i}': {'w': jax.ShapeDtypeStruct((16, 24), jnp.float32),
+                        'b': jax.ShapeDtypeStruct((64,), jnp.float32)}
+          for i in range(k)}
+
+
+@pytest.mark.parametrize('name', ['alada', 'alada bf16 M'])
+def test_alada_refits_small_leaves_of_one_kind_together_on_gpu(name):
+  """On a GPU each reduction is a kernel launch at least: Alada's refits of
+  small leaves of one shape are one stack's (``_backends``), so the
+  reductions do not grow with their number."""
+  def reductions(k):
+    opt = OPTIMIZERS[name]()
+    params = small_leaves(k)
+    state = jax.eval_shape(opt.init, params)
+
+    def update(params, state, grads):
+      updates, state = opt.update(grads, state, params)
+      return optax.apply_updates(params, updates), state
+
+    return lowered_text(update, params, state, params).count(' reduce(')
+
+  assert reductions(8) == reductions(4) > 0
