@@ -745,7 +745,8 @@ def _job_key(row) -> tuple:
 def merge(paths: list[str]) -> dict[str, Any]:
   """One report from the JSON results of several runs (``accelerators.json``,
   or a worker's ``.jsonl``): a job measured again replaces the earlier row
-  (a failed row never replaces a measured one)."""
+  (a failed row never replaces a measured one), and the latest run with a
+  source tree heads the report."""
   reports = []
   for path in paths:
     with open(path, encoding='utf-8') as f:
@@ -758,7 +759,7 @@ def merge(paths: list[str]) -> dict[str, Any]:
                         'command': f'(worker results {os.path.basename(path)})'})
       else:
         reports.append(json.load(f))
-  first = next((r for r in reports if 'tree' in r), reports[0])
+  first = next((r for r in reversed(reports) if 'tree' in r), reports[-1])
   rows: dict[tuple, dict[str, Any]] = {}
   versions: dict[str, Any] = {}
   for r in reports:
@@ -771,7 +772,8 @@ def merge(paths: list[str]) -> dict[str, Any]:
   return {**first, 'rows': list(rows.values()), 'versions': versions,
           'seconds': sum(r.get('seconds', 0) for r in reports),
           'quick': any(r.get('quick') for r in reports),
-          'sources': [r.get('command') for r in reports]}
+          'sources': [s for r in reports
+                      for s in r.get('sources', [r.get('command')])]}
 
 
 def tree_info() -> dict[str, Any]:
