@@ -1,9 +1,8 @@
 """Where an update takes a different shape per XLA backend, and why.
 
-Three decisions live here: how Alada's parity picks its refit
-(:func:`refit_by_parity`, below), how its factors' scale and norm are
-reduced (:func:`max_and_scaled_sumsq`), and how Subspace-Momentum's refresh
-step recomputes its projectors (:func:`refresh_by_step`). A fourth, how an 8-bit
+Two decisions live here: how Alada's parity picks its refit
+(:func:`refit_by_parity`, below), and how Subspace-Momentum's refresh step
+recomputes its projectors (:func:`refresh_by_step`). A third, how an 8-bit
 moment's blocks are told apart on TPU (masks of the column index, not a
 reshape), lives with the format in ``alada_optax._quantize``
 (``_TPU_SELECT_BLOCKS``, with its measurement).
@@ -43,7 +42,11 @@ them, ``docs/accelerators.md`` has the tables):
   stacks (``_leafwise.stacked``; the fold and the step stay per leaf), the
   update has 1,247. What remains per small leaf is mostly writing its
   state: p, q, v0 and t0 are buffers of their own, each written by a
-  kernel of its own. On TPU stacking moves no fewer bytes (v5e: 70.8 bytes
+  kernel of its own. (A factor's max and scaled sum of squares in one
+  variadic reduction would save 103 more on one GPU, but the SPMD
+  partitioner turns a custom reduction over a sharded factor into an
+  all-gather: 32 of them on two blocks of ``benchmarks.collectives``'
+  8-device layout, against none with the two reductions.) On TPU stacking moves no fewer bytes (v5e: 70.8 bytes
   per parameter against 61.2, its memory-space assignment moving more of
   the large matrices on chip) and a CPU launches no kernels: both refit
   leaf by leaf.
@@ -154,42 +157,6 @@ def refit_by_parity(refit: Callable, leaves: Sequence[Any],
       list(leaves), even, cpu=per_backend(cpu),
       cuda=per_backend(_stacked), rocm=per_backend(_stacked),
       default=per_backend(_both))
-
-
-def _max_and_sumsq_two_passes(x):
-  scale = jnp.max(jnp.abs(x), axis=-1)
-  scale = jnp.where(scale > 0, scale, 1)
-  return scale, jnp.sum(jnp.square(x / scale[..., None]), axis=-1)
-
-
-def _max_and_sumsq_one_pass(x):
-  def combine(a, b):  # a running max, and the sum of squares over it
-    top = jnp.maximum(a[0], b[0])
-    safe = jnp.where(top > 0, top, 1)
-    return top, a[1] * jnp.square(a[0] / safe) + b[1] * jnp.square(b[0] / safe)
-
-  size = jnp.abs(x)
-  zero = jnp.zeros([], size.dtype)
-  scale, sumsq = jax.lax.reduce((size, (size > 0).astype(size.dtype)),
-                                (zero, zero), combine, (x.ndim - 1,))
-  return jnp.where(scale > 0, scale, 1), sumsq
-
-
-def max_and_scaled_sumsq(x: jax.Array) -> tuple[jax.Array, jax.Array]:
-  """``s = max|x|`` (1 where x is 0) and ``sum((x / s)^2)``, over the last axis.
-
-  * **GPU: one pass**, a variadic reduction carrying the running max and
-    the sum of squares scaled to it (the same value up to rounding): the
-    two reductions of two passes are two kernels, and XLA:GPU fuses
-    neither into the other. On the GPT-2-shaped update (H100): 1,144
-    kernels against 1,247.
-  * **TPU and CPU: two passes.** On v5e the one pass leaves the bytes per
-    parameter as they are (61.2) and adds 4.7 MiB of temporaries (55.5
-    against 50.8 MiB).
-  """
-  return jax.lax.platform_dependent(
-      x, cuda=_max_and_sumsq_one_pass, rocm=_max_and_sumsq_one_pass,
-      default=_max_and_sumsq_two_passes)
 
 
 def refresh_by_step(refresh: jax.Array, refits: Sequence[Callable],

@@ -95,8 +95,10 @@ def _unit(factor: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
   so that neither ``V f`` nor ``||f||^2`` overflows when a factor carries a
   large scale (the same value in exact arithmetic).
   """
-  scale, norm2 = _backends.max_and_scaled_sumsq(factor)
-  return factor / scale[..., None], scale, norm2
+  scale = jnp.max(jnp.abs(factor), axis=-1)
+  scale = jnp.where(scale > 0, scale, 1)
+  u = factor / scale[..., None]
+  return u, scale, jnp.sum(u * u, axis=-1)
 
 
 class _Leaf(NamedTuple):

@@ -81,13 +81,10 @@ def test_matches_float64_transcription(make_opt, mode):
 
 @pytest.fixture
 def gpu_structure(monkeypatch):
-  """Alada built with the GPU's choices of ``_backends`` on the CPU: both
-  refits, the small leaves of one kind refitted as one stack, the factors'
-  scale and norm in one pass."""
+  """Alada built with the GPU's refits (``_backends``) on the CPU: both
+  refits, the small leaves of one kind refitted as one stack."""
   from alada_optax import _backends, _leafwise  # pylint: disable=g-import-not-at-top
   monkeypatch.setattr(_backends, '_one_conditional', _backends._stacked)
-  monkeypatch.setattr(_backends, 'max_and_scaled_sumsq',
-                      _backends._max_and_sumsq_one_pass)
   monkeypatch.setattr(_leafwise, '_COMPILED', type(_leafwise._COMPILED)())
 
 
@@ -112,26 +109,6 @@ def test_gpu_structure_matches_float64_transcription(gpu_structure, mode):
       weight_decay=1e-2, tol=1e-10)
   for k, s in starts.items():
     assert int(state[0].t0[k]) == s
-
-
-@pytest.mark.parametrize('dtype', [jnp.float32, jnp.float64])
-def test_one_pass_scale_and_norm_match_two_passes(dtype):
-  """The GPU's one-pass max and scaled sum of squares: the two passes' values
-  to a few ulps, over the float range, on zeros and on a batch."""
-  from alada_optax import _backends  # pylint: disable=g-import-not-at-top
-  with jax.enable_x64(dtype == jnp.float64):
-    info = jnp.finfo(dtype)
-    rng = np.random.default_rng(0)
-    x = rng.normal(size=(6, 1000)) * np.array(
-        [1.0, 1e30, 1e-30, 0.0, 1.0, 1.0])[:, None]
-    x[4, :-1] = 0  # one non-zero entry
-    x[5, ::2] = 0.5 / float(info.tiny)  # near the factors' cap (1 / tiny)
-    x = jnp.asarray(x, dtype)
-    scale, sumsq = jax.jit(_backends._max_and_sumsq_one_pass)(x)
-    want_scale, want_sumsq = _backends._max_and_sumsq_two_passes(x)
-    np.testing.assert_array_equal(scale, want_scale)
-    np.testing.assert_allclose(sumsq, want_sumsq, rtol=50 * info.eps)
-    assert sumsq[3] == 0 and sumsq[4] == 1 and sumsq[5] >= 500
 
 
 # 8-bit first moments: blocks of 4 (or 3) along the last axis, so the leaves
