@@ -360,8 +360,7 @@ def scale_by_alada(
   return _leafwise.transformation(
       _NAME, _FIELDS, None, None, dimension_numbers=dimension_numbers,
       mu_dtype=mu_dtype, quantize_mask=quantize_mask,
-      tree_kernel=update_leaves,
-      tree_kernel_key=_leafwise.concrete_key(
+      tree_kernel=update_leaves, tree_kernel_key=_leafwise.concrete_key(
           _NAME, b1, b2, eps, step_bound, second_moment, fmt))
 
 
