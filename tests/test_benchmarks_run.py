@@ -30,9 +30,9 @@ def results(int8_peak_mib: float, int8_seconds: float):
 
 
 def verdict(res, start):
-  [(_, value, bound, verdict)] = [
+  [(_, value, bound, says)] = [
       v for v in run.verdicts(res, quick=False) if v[0].startswith(start)]
-  return round(value, 4), bound, verdict
+  return round(value, 4), bound, says
 
 
 def test_8bit_peak_check_is_the_share_of_the_state_saved_that_the_peak_loses():

@@ -65,14 +65,19 @@ def lowered_text(fn, *args) -> str:
   return lowered.compiler_ir('hlo').as_hlo_module().to_string()
 
 
-def lowered_structure(opt, params) -> hlo.Structure:
+def lowered_update_text(opt, params) -> str:
+  """:func:`lowered_text` of ``opt``'s update and apply on ``params``."""
   state = jax.eval_shape(opt.init, params)
 
   def update(params, state, grads):
     updates, state = opt.update(grads, state, params)
     return optax.apply_updates(params, updates), state
 
-  return hlo.hlo_structure(lowered_text(update, params, state, params))
+  return lowered_text(update, params, state, params)
+
+
+def lowered_structure(opt, params) -> hlo.Structure:
+  return hlo.hlo_structure(lowered_update_text(opt, params))
 
 
 @pytest.fixture(scope='module', params=list(OPTIMIZERS))
@@ -133,14 +138,7 @@ def test_alada_refits_small_leaves_of_one_kind_together_on_gpu(name):
   small leaves of one shape are one stack's (``_backends``), so the
   reductions do not grow with their number."""
   def reductions(k):
-    opt = OPTIMIZERS[name]()
-    params = small_leaves(k)
-    state = jax.eval_shape(opt.init, params)
-
-    def update(params, state, grads):
-      updates, state = opt.update(grads, state, params)
-      return optax.apply_updates(params, updates), state
-
-    return lowered_text(update, params, state, params).count(' reduce(')
+    return lowered_update_text(OPTIMIZERS[name](), small_leaves(k)).count(
+        ' reduce(')
 
   assert reductions(8) == reductions(4) > 0
