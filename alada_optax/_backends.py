@@ -2,10 +2,11 @@
 
 Two decisions live here: how Alada's parity picks its refit
 (:func:`refit_by_parity`, below), and how Subspace-Momentum's refresh step
-recomputes its projectors (:func:`refresh_by_step`). A third, how an 8-bit
-moment's blocks are told apart on TPU (masks of the column index, not a
-reshape), lives with the format in ``alada_optax._quantize``
-(``_TPU_SELECT_BLOCKS``, with its measurement).
+recomputes its projectors (:func:`refresh_by_step`). Two more live with
+the 8-bit format in ``alada_optax._quantize``, each with its measurement:
+how an 8-bit moment's blocks are told apart on TPU (masks of the column
+index, not a reshape: ``_TPU_SELECT_BLOCKS``), and how its reductions read
+the codes on CPU (viewed block by block: ``_rows_of_blocks``).
 
 Alada refits one factor per step: p on even steps, q on odd ones, with one
 parity (the step count's) for the whole tree. How that choice is compiled

@@ -236,15 +236,10 @@ def scale_by_alada(
     # Line 5: M_{t+1} = b1 M_t + (1 - b1) G_t, stored in mu's dtype (or in 8
     # bits); what follows reads M_{t+1} as stored.
     if state.mu.dtype == jnp.int8:
-      # In 8 bits: the blocks' absmax from one pass over M_t's codes and G,
-      # the new codes from another (see _quantize.fold_absmax). An entry
-      # whose gradient is 0 rounds towards 0, so that it reaches 0 (nearest
-      # rounding would keep a residue of the block's smallest level).
-      mu_t = _quantize.decode(state.mu, state.mu_scale, fmt, dtype)
-      mu = _quantize.encode(
-          b1_ * mu_t + (1 - b1_) * g.astype(dtype), fmt, counter=count,
-          seed=seed, toward_zero=g == 0, scales=_quantize.fold_absmax(
-              state.mu, state.mu_scale, fmt, b1_, g))
+      # In 8 bits, an entry whose gradient is 0 rounds towards 0, so that it
+      # reaches 0 (see _quantize.fold).
+      mu = _quantize.fold(state.mu, state.mu_scale, fmt, b1_, g, dtype,
+                          counter=count, seed=seed)
     else:
       mu = (b1_ * state.mu.astype(dtype) + (1 - b1_) * g.astype(dtype)).astype(
           state.mu.dtype)
@@ -275,10 +270,8 @@ def scale_by_alada(
     big = 1 / jnp.finfo(dtype).smallest_normal
     if rows:  # Line 14: p <- b2 p + (1 - b2) V q / (||q||^2 + eps).
       factor, other, size = leaf.p, leaf.q, plan.n
-      reduce, expand = plan.sum_over_cols, plan.expand_cols
     else:  # Line 17: q <- b2 q + (1 - b2) V^T p / (||p||^2 + eps).
       factor, other, size = leaf.q, leaf.p, plan.m
-      reduce, expand = plan.sum_over_rows, plan.expand_rows
     # V = (target / v_scale)^2 and every scalar of the least squares go into
     # the reduction's weights; dividing the other factor by its scale there
     # keeps V f / ||f||^2 at the factors' magnitude where V itself overflows
@@ -290,10 +283,19 @@ def scale_by_alada(
     # its row (column) means of V = G_0^2, finite wherever G_0^2 is.
     w = jnp.where(started, jnp.minimum(u / scale[..., None] * k[..., None], big),
                   1 / (jnp.square(leaf.v_scale) * size)[..., None])
-    x = moment(leaf) if leaf.target is None else leaf.target.astype(dtype)
+
+    def reduction(x, plan):
+      reduce, expand = ((plan.sum_over_cols, plan.expand_cols) if rows else
+                        (plan.sum_over_rows, plan.expand_rows))
+      return reduce(x * expand(w) * x)
+
+    if leaf.target is None and isinstance(leaf.mu, tuple):  # 8 bits
+      r = _quantize.reduce_decoded(*leaf.mu, fmt, plan, dtype, reduction)
+    else:
+      r = reduction(moment(leaf) if leaf.target is None else
+                    leaf.target.astype(dtype), plan)
     # The reduction's result leaves its kernel as it is (see _backends).
-    r = _backends.reduction_result(
-        matricize.match_sharding(reduce(x * expand(w) * x), factor))
+    r = _backends.reduction_result(matricize.match_sharding(r, factor))
 
     # Lines 8-12 where a matrix starts now: v0 = ||G_0||^2 / mn (0 if the
     # gradient is 0 or its squares underflow: then nothing starts), and its

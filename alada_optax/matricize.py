@@ -162,6 +162,19 @@ class MatrixPlan:
     return MatrixPlan((k,) + self.shape, (0,) + shift(self.batch_axes),
                       shift(self.row_axes), shift(self.col_axes))
 
+  def split_last(self, k: int) -> 'MatrixPlan':
+    """The plan of the tensor with its last axis viewed as ``(size // k, k)``
+    (a row or column axis, ``k`` dividing it): the same matrices, factors
+    and reductions."""
+    a = len(self.shape) - 1
+    if a in self.batch_axes or self.shape[a] % k:
+      raise ValueError(f'cannot split the last axis of {self} by {k}.')
+    split = lambda axes: tuple(b for x in axes
+                               for b in ((a, a + 1) if x == a else (x,)))
+    return MatrixPlan(self.shape[:-1] + (self.shape[a] // k, k),
+                      split(self.batch_axes), split(self.row_axes),
+                      split(self.col_axes))
+
   @property
   def m(self) -> int:
     return math.prod(self.shape[a] for a in self.row_axes)

@@ -76,6 +76,35 @@ def test_plan_matches_explicit_matrices(shape, dim_nums):
       p2[:, :, None] * q2[:, None, :] * s2[:, None, None], rtol=1e-5)
 
 
+@pytest.mark.parametrize('shape, dim_nums', [
+    ((3, 8), None),  # the last axis a column axis
+    ((2, 3, 8), MatrixDimensionNumbers(1, 2)),  # stacked layers
+    ((4, 3, 8), MatrixDimensionNumbers(row_axis=(2, 0), col_axis=1)),  # rows
+])
+def test_split_last_is_the_same_matrices(shape, dim_nums):
+  """The last axis viewed as (size // k, k): the same sums and broadcasts."""
+  rng = np.random.default_rng(1)
+  plan = plan_for(shape, dim_nums)
+  split = plan.split_last(4)
+  x = jnp.asarray(rng.normal(size=shape))
+  y = x.reshape(shape[:-1] + (2, 4))
+  p = jnp.asarray(rng.normal(size=plan.row_factor_shape))
+  q = jnp.asarray(rng.normal(size=plan.col_factor_shape))
+  assert (split.m, split.n, split.batch_shape) == (plan.m, plan.n,
+                                                   plan.batch_shape)
+  for reduce in ('sum_over_cols', 'sum_over_rows', 'sum_per_matrix'):
+    np.testing.assert_allclose(getattr(split, reduce)(y),
+                               getattr(plan, reduce)(x), rtol=1e-6)
+  for expand, f in (('expand_rows', p), ('expand_cols', q)):
+    np.testing.assert_array_equal(
+        jnp.broadcast_to(getattr(split, expand)(f), y.shape).reshape(shape),
+        jnp.broadcast_to(getattr(plan, expand)(f), shape))
+  with pytest.raises(ValueError, match='split'):
+    plan.split_last(3)
+  with pytest.raises(ValueError, match='split'):  # a batch axis
+    plan_for((4, 6, 8), MatrixDimensionNumbers(0, 1)).split_last(4)
+
+
 def test_bad_dimension_numbers():
   with pytest.raises(ValueError, match='twice'):
     plan_for((3, 4), MatrixDimensionNumbers(0, 0))
