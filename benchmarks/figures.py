@@ -309,6 +309,25 @@ def accelerators_before(src: Source) -> str:
   return _accelerators(src, 'before')
 
 
+def accelerators_more(src: Source) -> str:
+  """The results after issue 22's rewrite beyond the H100's GPT-2-shaped
+  columns: every TPU program in full (its conditionals and while loops too),
+  and the LLaMA-style stacked model."""
+  rows = [r for r in src.json(ACCELERATORS.format('after'))['rows']
+          if r['program'] != 'sharded'
+          and (r['model'] != 'gpt2' or r['target'] != 'h100')]
+  lines = []
+  for target, model, program in sorted(
+      {(r['target'], r['model'], r['program']) for r in rows}):
+    group = [r for r in rows if (r['target'], r['model'], r['program'])
+             == (target, model, program)]
+    lines += [f'{target}, {accelerators_lib.PROGRAM_TITLES[program]}: '
+              f'{group[0]["model_name"]}; {group[0]["leaves"]} leaves.', '']
+    lines += accelerators_lib.program_table(
+        group, accelerators_lib.TARGETS[target][0] == 'tpu') + ['']
+  return '\n'.join(lines).rstrip()
+
+
 def headlines(src: Source) -> str:
   """Three one-line results (state, quality, speed), each with its command."""
   state = src.json(STATE_BYTES)['models']['GPT-2 small']['state']
@@ -350,6 +369,8 @@ GENERATORS: dict[str, Generator] = {
     'accelerators': Generator((ACCELERATORS.format('after'),), accelerators),
     'accelerators_before': Generator((ACCELERATORS.format('before'),),
                                      accelerators_before),
+    'accelerators_more': Generator((ACCELERATORS.format('after'),),
+                                   accelerators_more),
     'headlines': Generator((STATE_BYTES, TEXT_CLASSIFICATION, SUITE),
                            headlines),
 }
