@@ -1,4 +1,5 @@
-"""What a compiled step moves between devices, read off its HLO text.
+"""What a compiled step moves between devices and to memory, read off its
+HLO text.
 
 A diagnostic, apart from the optimizers' hot path: the sharded example and
 the sharding tests use it to check that a sharded update moves only
@@ -245,6 +246,150 @@ def hlo_collective_bytes_per_step(
     return memo[name]
 
   return sum(own.values()) if entry is None else cost(entry)
+
+# Instructions that touch no buffer themselves (an async op's `-done` is
+# counted at its `-start`; control flow through its computations).
+_NO_TRAFFIC = frozenset((
+    'parameter', 'constant', 'get-tuple-element', 'tuple', 'bitcast',
+    'after-all', 'partition-id', 'replica-id', 'opt-barrier', 'iota',
+    'add-dependency', 'domain'))
+_INSTRUCTION_RE = re.compile(
+    r'^\s*(?:ROOT\s+)?%?([\w.\-]+)\s*=\s*(\(.*?\)|\S+)\s+([a-z][a-z0-9\-]*)'
+    r'\((.*)$')
+_ARRAY_RE = re.compile(r'\b([a-z][a-z0-9]*)\[([0-9,]*)\](\{[^}]*\})?')
+_MEMORY_SPACE_RE = re.compile(r'\bS\((\d+)\)')
+
+
+def _arrays(hlo_type: str) -> list[tuple[int, int]]:
+  """``(bytes, memory space)`` of each array of an HLO type, in order."""
+  out = []
+  for dtype, dims, layout in _ARRAY_RE.findall(hlo_type):
+    if dtype in _DTYPE_BYTES:
+      space = _MEMORY_SPACE_RE.search(layout or '')
+      out.append((math.prod(int(d) for d in dims.split(',') if d)
+                  * _DTYPE_BYTES[dtype], int(space.group(1)) if space else 0))
+  return out
+
+
+def hlo_memory_bytes_per_step(
+    hlo_text: str,
+    branch: Union[Callable[[list[int]], int], int] = max,
+    loops: bool = True,
+    memory_space: int = 0,
+) -> int:
+  """Bytes one run of a compiled program reads and writes in main memory.
+
+  Each top-level instruction (a kernel: a fusion, a custom call, a copy;
+  not the instructions inside fusions) counts its operands and its results
+  that live in ``memory_space``: 0, the device's main memory (HBM on TPU
+  and GPU). An asynchronous copy or slice counts where it touches that
+  memory (the part sliced, not its whole source). On TPU the compiler's
+  memory-space assignment keeps some buffers in on-chip memory (``S(1)``,
+  VMEM, in the optimized HLO's layouts), prefetching and evicting them with
+  asynchronous copies: those accesses are not main-memory traffic and are
+  not counted here, while ``compiled.cost_analysis()['bytes accessed']``
+  counts both sides of every copy and the on-chip reads and writes too.
+
+  An upper bound where a kernel reads only part of an operand (a slice
+  inside a fusion) and where a cache serves repeated reads; conditionals and
+  loops count as in :func:`hlo_collective_bytes_per_step`.
+
+  Args:
+    hlo_text: the optimized HLO text (``compiled.as_text()``).
+    branch: picks among a ``conditional``'s branches (see
+      :func:`hlo_collective_bytes_per_step`).
+    loops: a ``while`` body counts as many times as its ``known_trip_count``
+      (once where XLA does not know it); with ``False``, once.
+    memory_space: the memory space counted (0: main memory).
+
+  Returns:
+    The bytes.
+
+  Examples:
+    A kernel that reads 8 floats and writes 8, and a copy of them into
+    on-chip memory (``S(1)``) that reads them once more from main memory:
+
+    >>> hlo_text = '''
+    ... HloModule step
+    ... %fused (p: f32[8]) -> f32[8] {
+    ...   %p = f32[8]{0} parameter(0)
+    ...   ROOT %m = f32[8]{0} multiply(%p, %p)
+    ... }
+    ... ENTRY %main (x: f32[8]) -> (f32[8], f32[8]) {
+    ...   %x = f32[8]{0} parameter(0)
+    ...   %f = f32[8]{0} fusion(%x), kind=kLoop, calls=%fused
+    ...   %s = (f32[8]{0:S(1)}, f32[8]{0}, u32[]{:S(2)}) copy-start(%x)
+    ...   %d = f32[8]{0:S(1)} copy-done(%s)
+    ...   ROOT %t = (f32[8]{0}, f32[8]{0:S(1)}) tuple(%f, %d)
+    ... }
+    ... '''
+    >>> from alada_optax.hlo import hlo_memory_bytes_per_step
+    >>> hlo_memory_bytes_per_step(hlo_text)
+    96
+  """
+  bodies: dict[str, list[str]] = {}
+  entry = computation = None
+  for line in hlo_text.splitlines():
+    m = _ANY_COMPUTATION_RE.match(line)
+    if m:
+      computation = m.group(1)
+      bodies[computation] = []
+      if line.startswith('ENTRY'):
+        entry = computation
+    elif computation is not None:
+      bodies[computation].append(line)
+  pick = branch if callable(branch) else (
+      lambda costs: costs[min(branch, len(costs) - 1)])
+  main = lambda arrays: sum(b for b, space in arrays if space == memory_space)
+  memo: dict[str, int] = {}
+
+  def cost(name: str) -> int:
+    if name in memo:
+      return memo[name]
+    memo[name] = 0  # guards against cycles
+    types: dict[str, str] = {}
+    total = 0
+    for line in bodies.get(name, []):
+      m = _INSTRUCTION_RE.match(line)
+      if not m:
+        continue
+      result, hlo_type, op, rest = m.groups()
+      types[result] = hlo_type
+      if op == 'conditional':
+        names = _TRUE_FALSE_RE.findall(rest) or [
+            n.strip().lstrip('%') for b in _BRANCHES_RE.findall(rest)
+            for n in b.split(',')]
+        total += pick([cost(n) for n in names])
+        continue
+      if op == 'while':
+        trips = _TRIP_COUNT_RE.search(rest)
+        n = int(trips.group(1)) if loops and trips else 1
+        total += n * cost(_BODY_RE.search(rest).group(1))
+        total += (n + bool(loops and trips)) * cost(
+            _CONDITION_RE.search(rest).group(1))
+        continue
+      if op == 'call':
+        total += sum(cost(c) for c in _CALLS_RE.findall(rest))
+        continue
+      if op in _NO_TRAFFIC or op.endswith('-done'):
+        continue
+      operands = re.findall(r'%([\w.\-]+)', rest.split(')', 1)[0])
+      read = [a for o in operands for a in _arrays(types.get(o, ''))]
+      written = _arrays(hlo_type)
+      if op == 'copy-start':  # (destination, source, context)
+        total += main(written[:2])
+      elif op in ('slice-start', 'slice', 'dynamic-slice'):
+        # ((source), destination, context), or the slice itself.
+        part = written[-2] if op == 'slice-start' else written[0]
+        total += main([part]) + main([(part[0], read[0][1])] if read else [])
+      else:
+        if op.endswith('-start') and len(written) > 1:
+          written = written[len(written) // 2:]  # (operands..., results...)
+        total += main(written) + main(read)
+    memo[name] = total
+    return total
+
+  return cost(entry) if entry is not None else sum(cost(n) for n in bodies)
 
 
 def hlo_unknown_trip_counts(hlo_text: str) -> int:

@@ -359,6 +359,7 @@ def compile_one(job: dict[str, Any], topo) -> dict[str, Any]:
   memory = harness.Memory.of(compiled, params, state)
   structure = hlo.hlo_structure(compiled.as_text())
   accessed = harness.bytes_accessed(compiled)
+  hbm = hlo.hlo_memory_bytes_per_step(compiled.as_text())
   size = sum(math.prod(x.shape) for x in jax.tree.leaves(params))
   return {
       **job, 'model_name': model.name,
@@ -367,6 +368,7 @@ def compile_one(job: dict[str, Any], topo) -> dict[str, Any]:
       'memory': {**memory.__dict__, 'peak': memory.peak},
       'bytes_accessed': accessed,
       'bytes_per_param': None if accessed is None else accessed / size,
+      'hbm_bytes': hbm, 'hbm_bytes_per_param': hbm / size,
       'compile_s': seconds,
   }
 
@@ -577,20 +579,25 @@ def _order(rows):
   return sorted(rows, key=lambda r: keys.index(r['optimizer']))
 
 
+def _per_param(b: Optional[float]) -> str:
+  return '' if b is None else f'{b:.1f}'
+
+
 def program_table(rows: list[dict[str, Any]], tpu: bool) -> list[str]:
   """One (target, model, program): a row per optimizer."""
   by = {r['optimizer']: r for r in rows if 'error' not in r}
   ref = lambda k: by[k]['memory']['peak'] if k in by else None
   adam, sgd = ref('adam'), ref('sgdm')
   head = ('| optimizer | kernels | conditionals | while loops | collectives '
-          '| temporaries MiB (% params) | peak MiB | / Adam | / SGD+m |'
+          '| temporaries MiB (% params) | peak MiB | / Adam | / SGD+m '
+          '| HBM bytes / param |'
           + (' bytes accessed / param |' if tpu else ''))
-  lines = [head, '|---|' + '---:|' * (8 + tpu)]
+  lines = [head, '|---|' + '---:|' * (9 + tpu)]
   for r in _order(rows):
     name = OPTIMIZERS[r['optimizer']]
     if 'error' in r:
       lines.append(f'| {name} | failed: {r["error"][:120]} |'
-                   + ' |' * (7 + tpu))
+                   + ' |' * (8 + tpu))
       continue
     m = r['memory']
     cells = [f'{r["kernels"]:,}', str(r['conditionals']), str(r['whiles']),
@@ -598,7 +605,8 @@ def program_table(rows: list[dict[str, Any]], tpu: bool) -> list[str]:
              f'{_mib(m["temporaries"])} ({100 * m["temporaries"] / m["params"]:.1f}%)',
              f'{m["peak"] / MiB:,.1f}',
              '' if adam is None else f'{m["peak"] / adam:.3f}',
-             '' if sgd is None else f'{m["peak"] / sgd:.3f}']
+             '' if sgd is None else f'{m["peak"] / sgd:.3f}',
+             _per_param(r.get('hbm_bytes_per_param'))]
     if tpu:
       b = r.get('bytes_per_param')
       cells.append('n/a' if b is None else f'{b:.1f}')
@@ -636,9 +644,10 @@ def headline(rows: list[dict[str, Any]]) -> list[str]:
          if r['model'] == 'gpt2' and 'error' not in r}
   if not any(k[0] in ('h100', 'v5e') for k in get):
     return []
-  lines = ['| | H100 update: kernels | conditionals | temp MiB | H100 train '
-           'step: kernels | v5e update: bytes/param | temp MiB | v5e update '
-           'peak MiB |', '|---|' + '---:|' * 7]
+  lines = ['| | H100 update: kernels | conditionals | temp MiB | HBM '
+           'bytes/param | H100 train step: kernels | v5e update: HBM '
+           'bytes/param | bytes accessed/param | temp MiB | v5e update peak '
+           'MiB |', '|---|' + '---:|' * 9]
   for key, name in OPTIMIZERS.items():
     hu, ht, vu = (get.get(k) for k in (('h100', 'update', key),
                                        ('h100', 'train', key),
@@ -648,7 +657,9 @@ def headline(rows: list[dict[str, Any]]) -> list[str]:
     b = vu and vu.get('bytes_per_param')
     cells = [f'{hu["kernels"]:,}' if hu else '', str(hu['conditionals'])
              if hu else '', _mib(hu['memory']['temporaries']) if hu else '',
+             _per_param(hu and hu.get('hbm_bytes_per_param')),
              f'{ht["kernels"]:,}' if ht else '',
+             _per_param(vu and vu.get('hbm_bytes_per_param')),
              f'{b:.1f}' if b else '',
              _mib(vu['memory']['temporaries']) if vu else '',
              f'{vu["memory"]["peak"] / MiB:,.0f}' if vu else '']
@@ -689,9 +700,15 @@ def markdown(report: dict[str, Any]) -> str:
       ' of `compiled.as_text()`. Temporaries and peak: '
       '`compiled.memory_analysis()` (peak = arguments + outputs - donated + '
       'temporaries, `harness.Memory`); / Adam and / SGD+m: the peak over the '
-      'same program\'s with Adam and with SGD+momentum. Bytes accessed / '
-      'param: `cost_analysis()["bytes accessed"]` over the number of '
-      'parameters (TPU only: the GPU path gives no cost analysis).', '']
+      'same program\'s with Adam and with SGD+momentum. HBM bytes / param: '
+      'what the kernels read and write in the device\'s main memory '
+      '(`alada_optax.hlo.hlo_memory_bytes_per_step`: each top-level '
+      'instruction\'s operands and results outside on-chip memory) over the '
+      'number of parameters. Bytes accessed / param: `cost_analysis()["bytes '
+      'accessed"]` over the number of parameters (TPU only: the GPU path '
+      'gives no cost analysis); it also counts the on-chip (VMEM) side of '
+      'the copies XLA:TPU makes to prefetch buffers there, and their reads.',
+      '']
   for target, info in report['versions'].items():
     lines.append(f'- {target}: jax {info.get("jax")}, jaxlib '
                  f'{info.get("jaxlib")}'

@@ -37,9 +37,12 @@ def _report():
   rows = [
       _row('h100', 'update', 'sgdm', 200),
       _row('h100', 'update', 'adam', 400),
-      _row('h100', 'update', 'alada', 300, kernels=4255, conditionals=148),
-      _row('v5e', 'update', 'adam', 400, bytes_per_param=36.8),
-      _row('v5e', 'update', 'alada', 300, bytes_per_param=63.9),
+      _row('h100', 'update', 'alada', 300, kernels=4255, conditionals=148,
+           hbm_bytes_per_param=30.25),
+      _row('v5e', 'update', 'adam', 400, bytes_per_param=36.8,
+           hbm_bytes_per_param=28.0),
+      _row('v5e', 'update', 'alada', 300, bytes_per_param=63.9,
+           hbm_bytes_per_param=21.33),
       {'target': 'v5e', 'model': 'gpt2', 'program': 'train',
        'optimizer': 'came', 'quick': False, 'error': 'RuntimeError: boom'},
       {'target': 'v5e', 'model': 'gpt2_19', 'program': 'sharded',
@@ -68,13 +71,18 @@ def test_report_tables_and_json(tmp_path):
   # H100: no bytes column; the ratios to Adam's and SGD+momentum's peaks.
   h100 = md.split('## h100, the donated update alone')[1].split('##')[0]
   assert 'bytes accessed' not in h100
-  assert '| Alada | 4,255 | 148 | 0 | 0 | 5.0 (5.0%) | 300.0 | 0.750 | 1.500 |' in h100
+  assert ('| Alada | 4,255 | 148 | 0 | 0 | 5.0 (5.0%) | 300.0 | 0.750 | 1.500 '
+          '| 30.2 |') in h100
+  assert '| Adam | 150 | 0 | 0 | 0 | 5.0 (5.0%) | 400.0 | 1.000 | 2.000 |  |' \
+      in h100  # a row from before the HBM column: blank
   v5e = md.split('## v5e, the donated update alone')[1].split('##')[0]
-  assert '| Alada | 150 | 0 | 0 | 0 | 5.0 (5.0%) | 300.0 | 0.750 |  | 63.9 |' in v5e
+  assert ('| Alada | 150 | 0 | 0 | 0 | 5.0 (5.0%) | 300.0 | 0.750 |  | 21.3 '
+          '| 63.9 |') in v5e
   assert 'failed: RuntimeError: boom' in md
   assert '| Alada | 123 | 123 |' in md and 'all-reduce f32[25152] (100,608)' in md
   # The headline table of the GPT-2-shaped figures.
-  assert '| Alada | 4,255 | 148 | 5.0 |  | 63.9 | 5.0 | 300 |' in md
+  assert '| Alada | 4,255 | 148 | 5.0 | 30.2 |  | 21.3 | 63.9 | 5.0 | 300 |' \
+      in md
   assert json.load(open(written[1], encoding='utf-8'))['rows'][2]['kernels'] \
       == 4255
 
