@@ -329,7 +329,8 @@ def accelerators_more(src: Source) -> str:
 
 
 def headlines(src: Source) -> str:
-  """Three one-line results (state, quality, speed), each with its command."""
+  """Four one-line results (state, quality, speed on CPU, GPU and TPU
+  compiles), each with its command."""
   state = src.json(STATE_BYTES)['models']['GPT-2 small']['state']
   mib = lambda b: f'{b / MiB:,.1f} MiB'
   results, task, _, _ = _example(src, TEXT_CLASSIFICATION)
@@ -352,7 +353,25 @@ def headlines(src: Source) -> str:
       f'{alada("Adam", "memory", "peak"):.3f}x Adam\'s memory '
       f'({alada("SGD+momentum", "memory", "peak"):.3f}x '
       'SGD-with-momentum\'s): `python -m benchmarks.run`.',
+      _accelerators_headline(src),
   ])
+
+
+def _accelerators_headline(src: Source) -> str:
+  rows = {(r['target'], r['optimizer']): r
+          for r in src.json(ACCELERATORS.format('after'))['rows']
+          if r['model'] == 'gpt2' and r['program'] == 'update'
+          and 'error' not in r}
+  hbm = lambda t, o: rows[(t, o)]['hbm_bytes_per_param']
+  return (
+      '- **GPU and TPU**: compiled for a TPU v5e, Alada\'s GPT-2-shaped '
+      f'update reads and writes {hbm("v5e", "alada"):.1f} bytes per parameter '
+      f'in HBM against Adam\'s {hbm("v5e", "adam"):.1f} (bf16 M '
+      f'{hbm("v5e", "alada_bf16"):.1f}), with no control flow; for an H100 '
+      f'{hbm("h100", "alada"):.1f} against {hbm("h100", "adam"):.1f}, in '
+      f'{rows[("h100", "alada")]["kernels"]:,} kernels against Adam\'s '
+      f'{rows[("h100", "adam")]["kernels"]:,}: `python -m '
+      'benchmarks.accelerators` (compile facts, not times).')
 
 
 GENERATORS: dict[str, Generator] = {
@@ -371,8 +390,8 @@ GENERATORS: dict[str, Generator] = {
                                      accelerators_before),
     'accelerators_more': Generator((ACCELERATORS.format('after'),),
                                    accelerators_more),
-    'headlines': Generator((STATE_BYTES, TEXT_CLASSIFICATION, SUITE),
-                           headlines),
+    'headlines': Generator((STATE_BYTES, TEXT_CLASSIFICATION, SUITE,
+                            ACCELERATORS.format('after')), headlines),
 }
 """Block name -> (the results files it reads, the function that renders it)."""
 
