@@ -100,7 +100,9 @@ class Int8:
     map: One of ``'cubic'``, ``'quartic'``, ``'linear'``, ``'dynamic'``.
     block_size: Entries per scale along the last axis (a positive int).
       A block never crosses a shard boundary where the last axis is sharded
-      in multiples of it.
+      in multiples of it. On TPU, a leaf whose last axis holds more than 16
+      blocks compiles to transposes of the leaf (see the dtypes guide):
+      give it larger blocks, or keep it out by ``quantize_mask``.
     stochastic: Round stochastically (unbiased; the bits are a hash of the
       entry's index and the step: no state) instead of to the nearest level.
     min_size: Leaves with fewer entries keep their first moment in the
