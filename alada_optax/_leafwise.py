@@ -343,7 +343,8 @@ def transformation(
     treedef = jax.tree.structure(params)
     flat = list(zip(treedef.flatten_up_to(params),
                     treedef.flatten_up_to(plans),
-                    moment_formats(params, fmt, quantize_mask, name)))
+                    moment_formats(params, fmt, quantize_mask, name,
+                                   warn=True)))
     fields = {f: jax.tree.unflatten(treedef, [zeros(f, *leaf) for leaf in flat])
               for f in names}
     others = step_inputs.init(params) if step_inputs else {}
@@ -411,14 +412,15 @@ def transformation(
 
 
 def moment_formats(params: Any, fmt: Optional[_quantize.Int8],
-                   mask: Any, name: str) -> list:
+                   mask: Any, name: str, warn: bool = False) -> list:
   """Per leaf of ``params`` (a list in ``jax.tree.leaves`` order), ``fmt``
   where its first moment is stored in 8 bits, else None.
 
   ``fmt`` applies to the leaves that ``mask`` selects (None: all; a pytree
   of bools, a prefix of the params, or a callable returning one from the
   params, as :func:`optax.masked` takes) and that have at least
-  ``fmt.min_size`` entries and one axis or more.
+  ``fmt.min_size`` entries and one axis or more. With ``warn`` (at init),
+  :func:`alada_optax._quantize.warn_if_wide_on_tpu` for each.
   """
   is_empty = lambda x: x is None or isinstance(x, optax.MaskedNode)
   treedef = jax.tree.structure(params)
@@ -451,6 +453,9 @@ def moment_formats(params: Any, fmt: Optional[_quantize.Int8],
     quantized = c and jnp.ndim(x) >= 1 and jnp.size(x) >= fmt.min_size
     if quantized:
       _check_blocks_within_shards(name, path, x, fmt.block_size)
+      if warn:
+        _quantize.warn_if_wide_on_tpu(name, _validation.leaf_name(path),
+                                      jnp.shape(x), fmt)
     out.append(fmt if quantized else None)
   return out
 

@@ -12,6 +12,8 @@ first step of a returning embedding row).
 
 from __future__ import annotations
 
+import warnings
+
 import chex
 import jax
 import jax.numpy as jnp
@@ -73,6 +75,30 @@ def test_quantize_mask_keeps_chosen_leaves_in_floats():
     updates, new = jax.jit(tx.update)(grads, tx.init(params), params)
     chex.assert_trees_all_equal_shapes_and_dtypes(tx.init(params), new)
     assert all(np.all(np.isfinite(x)) for x in jax.tree.leaves(updates))
+
+
+def test_wide_last_axes_warn_on_tpu(monkeypatch):
+  """On TPU a leaf whose last axis holds more than 16 blocks compiles to
+  transposes of the leaf (docs/guides/dtypes.md): init says which leaf, and
+  the block size that avoids it. Elsewhere, and at 16 blocks, nothing."""
+  params = {'wide': jnp.zeros((8, 17 * 256)), 'ok': jnp.zeros((8, 16 * 256)),
+            'masked': jnp.zeros((8, 40 * 256))}
+  mask = {'wide': True, 'ok': True, 'masked': False}
+  tx = alada(1e-3, mu_dtype='int8', quantize_mask=mask)
+  with warnings.catch_warnings():
+    warnings.simplefilter('error')
+    tx.init(params)  # this backend: no warning
+  monkeypatch.setattr(jax, 'default_backend', lambda: 'tpu')
+  with pytest.warns(UserWarning) as caught:
+    tx.init(params)
+  messages = [str(w.message) for w in caught]
+  assert len(messages) == 1, messages
+  assert "leaf ['wide']" in messages[0] and '17 blocks of 256' in messages[0]
+  assert 'Int8(block_size=512)' in messages[0]  # 9 blocks of 4352
+  with warnings.catch_warnings():
+    warnings.simplefilter('error')
+    alada(1e-3, mu_dtype=Int8(block_size=512), quantize_mask=mask).init(
+        params)
 
 
 def test_bad_arguments_are_named():
