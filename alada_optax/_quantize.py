@@ -298,7 +298,8 @@ def warn_if_wide_on_tpu(transform: str, leaf: str, shape: tuple[int, ...],
   nblocks = -(-n // fmt.block_size)
   if nblocks <= _TPU_SELECT_BLOCKS or jax.default_backend() != 'tpu':
     return
-  wide = -(-(-(-n // _TPU_SELECT_BLOCKS)) // 256) * 256
+  # The smallest multiple of 256 that cuts the axis into at most 16 blocks.
+  wide = math.ceil(math.ceil(n / _TPU_SELECT_BLOCKS) / 256) * 256
   warnings.warn(
       f'{transform}: leaf {leaf} has {nblocks} blocks of {fmt.block_size} '
       f'along its last axis of {n}; on TPU more than {_TPU_SELECT_BLOCKS} '
