@@ -294,8 +294,7 @@ def warn_if_wide_on_tpu(transform: str, leaf: str, shape: tuple[int, ...],
   ``_TPU_SELECT_BLOCKS``: there the reshapes below make XLA:TPU transpose
   the leaf, several times its size in temporaries (a 4096 x 11008 leaf's
   update on v5e: 860.8 MiB; docs/research/quantized_moment.md)."""
-  n = shape[-1]
-  nblocks = -(-n // fmt.block_size)
+  n, nblocks = shape[-1], scales_shape(shape, fmt.block_size)[-1]
   if nblocks <= _TPU_SELECT_BLOCKS or jax.default_backend() != 'tpu':
     return
   # The smallest multiple of 256 that cuts the axis into at most 16 blocks.

@@ -45,6 +45,10 @@ _CONDITION_RE = re.compile(r'\bcondition=%?([\w.\-]+)')
 _TRIP_COUNT_RE = re.compile(r'"known_trip_count":\{"n":"(\d+)"\}')
 _CALLS_RE = re.compile(r'\b(?:calls|to_apply)=%?([\w.\-]+)')
 _OP_NAME_RE = re.compile(r'op_name="([^"]*)"')
+# A computation's first line, with its signature (optimized HLO) or without
+# (the unoptimized HLO of jax.jit(...).lower(...).as_text(dialect='hlo')).
+_ANY_COMPUTATION_RE = re.compile(
+    r'^(?:ENTRY\s+)?%?([\w.\-]+)\s*(?:\(.*\)\s*->.*)?\{\s*$')
 
 
 class Collective(NamedTuple):
@@ -144,6 +148,31 @@ def hlo_collectives(hlo_text: str) -> list[Collective]:
   return out
 
 
+def _computations(
+    hlo_text: str) -> tuple[dict[str, list[str]], Optional[str]]:
+  """Each computation's lines by name, and the entry computation's name."""
+  bodies: dict[str, list[str]] = {}
+  entry = computation = None
+  for line in hlo_text.splitlines():
+    m = _ANY_COMPUTATION_RE.match(line)
+    if m:
+      computation = m.group(1)
+      bodies[computation] = []
+      if line.startswith('ENTRY'):
+        entry = computation
+    elif computation is not None:
+      bodies[computation].append(line)
+  return bodies, entry
+
+
+def _branch_picker(branch: Union[Callable[[list[int]], int], int]
+                   ) -> Callable[[list[int]], int]:
+  """The ``branch`` argument of the per-step counts, as a function of the
+  branches' costs."""
+  return branch if callable(branch) else (
+      lambda costs: costs[min(branch, len(costs) - 1)])
+
+
 def hlo_collective_bytes_per_step(
     hlo_text: str,
     branch: Union[Callable[[list[int]], int], int] = max,
@@ -231,8 +260,7 @@ def hlo_collective_bytes_per_step(
     for name in _CALLS_RE.findall(line):
       calls[computation].append(('call', [name], 1))
 
-  pick = branch if callable(branch) else (
-      lambda costs: costs[min(branch, len(costs) - 1)])
+  pick = _branch_picker(branch)
   memo: dict[str, int] = {}
 
   def cost(name):
@@ -327,19 +355,8 @@ def hlo_memory_bytes_per_step(
     >>> hlo_memory_bytes_per_step(hlo_text)
     96
   """
-  bodies: dict[str, list[str]] = {}
-  entry = computation = None
-  for line in hlo_text.splitlines():
-    m = _ANY_COMPUTATION_RE.match(line)
-    if m:
-      computation = m.group(1)
-      bodies[computation] = []
-      if line.startswith('ENTRY'):
-        entry = computation
-    elif computation is not None:
-      bodies[computation].append(line)
-  pick = branch if callable(branch) else (
-      lambda costs: costs[min(branch, len(costs) - 1)])
+  bodies, entry = _computations(hlo_text)
+  pick = _branch_picker(branch)
   main = lambda arrays: sum(b for b, space in arrays if space == memory_space)
   memo: dict[str, int] = {}
 
@@ -446,10 +463,6 @@ class Structure(NamedTuple):
 _KERNEL_RE = re.compile(r'\s(?:fusion|custom-call)\(')
 _FUSION_CALLS_RE = re.compile(r'\sfusion\(.*?\bcalls=%?([\w.\-]+)')
 _CONDITIONAL_RE = re.compile(r'\sconditional\(')
-# A computation's first line, with its signature (optimized HLO) or without
-# (the unoptimized HLO of jax.jit(...).lower(...).as_text(dialect='hlo')).
-_ANY_COMPUTATION_RE = re.compile(
-    r'^(?:ENTRY\s+)?%?([\w.\-]+)\s*(?:\(.*\)\s*->.*)?\{\s*$')
 
 
 def hlo_structure(hlo_text: str) -> Structure:
@@ -475,15 +488,7 @@ def hlo_structure(hlo_text: str) -> Structure:
     >>> hlo_structure(lowered.as_text(dialect='hlo'))
     Structure(kernels=0, conditionals=1, whiles=0, collectives=0)
   """
-  bodies: dict[str, list[str]] = {}
-  computation = None
-  for line in hlo_text.splitlines():
-    m = _ANY_COMPUTATION_RE.match(line)
-    if m:
-      computation = m.group(1)
-      bodies[computation] = []
-    elif computation is not None:
-      bodies[computation].append(line)
+  bodies, _ = _computations(hlo_text)
   fused = {m.group(1) for lines in bodies.values() for line in lines
            for m in [_FUSION_CALLS_RE.search(line)] if m}
   kernels = conditionals = whiles = 0
