@@ -194,18 +194,42 @@ def _power_value(k, p, dtype):
 
 
 def _power_lower(y, p):
-  """The largest k in 0..126 with v_k <= y: a binary search of the levels.
+  """``floor(127 y^(1/p))``: the largest k in 0..126 with v_k <= y, up to
+  float rounding.
 
-  Seven rounds of a multiply, a compare and a select, all ops that XLA
-  counts as cheap: it fuses them into every reader of the codes instead of
-  writing full-size intermediates (a root, exp(log(y) / 3), is an expensive
-  op that XLA:CPU writes to memory once it has two readers).
+  The root, elementwise and fused into the pass that encodes: y itself for
+  the linear map, two square roots for the quartic, and for the cubic
+  :func:`_cube_root`. Where y lies within rounding of a level, k may be off
+  by one; the choice between v_k and v_{k+1} made by value gives that level.
+  (It replaced a binary search of the levels, seven rounds of a level, a
+  compare and a select: the timings are in docs/research/quantized_moment.md.)
   """
-  k = jnp.zeros_like(y, dtype=jnp.int32)  # (laid out like y)
-  for bit in (64, 32, 16, 8, 4, 2, 1):
-    above = _power_value(k + bit, p, y.dtype) <= y
-    k = jnp.where(above & (k + bit < _TOP), k + bit, k)
-  return k
+  root = {1: lambda y: y, 3: _cube_root,
+          4: lambda y: jnp.sqrt(jnp.sqrt(y))}[p](y)
+  return jnp.clip(jnp.floor(root * _TOP), 0, _TOP - 1).astype(jnp.int32)
+
+
+def _cube_root(y):
+  """``y^(1/3)`` for y in [0, 1], to 8 ulps (0 below 2^-60).
+
+  The inverse cube root r's bit-level seed (``0x54a218ea - bits / 3`` of
+  float32 bits, taken in float arithmetic: about 3% off), Newton steps
+  ``r <- r (4 - y r^3) / 3`` in y's dtype (each squares the error: three
+  reach float32's rounding, four float64's), then ``y r^2``: multiplies
+  only. ``jnp.cbrt`` is a scalar call on XLA:CPU; ``exp(log(y) / 3)`` is as
+  fast but its error grows with ``|log y|`` (22 float32 ulps near 2^-60,
+  against these steps' 7).
+  """
+  tiny = 2.0**-60
+  y = jnp.maximum(y, tiny)
+  bits = jax.lax.bitcast_convert_type(y.astype(jnp.float32), jnp.int32)
+  r = jax.lax.bitcast_convert_type(
+      (1419909354.0 - bits.astype(jnp.float32) * (1 / 3)).astype(jnp.int32),
+      jnp.float32).astype(y.dtype)
+  third = y * (1 / 3)
+  for _ in range(3 if y.dtype == jnp.float32 else 4):
+    r = r * (4 / 3 - third * (r * r * r))
+  return jnp.where(y > tiny, y * r * r, 0)
 
 
 def _dynamic_value(k, dtype):
@@ -486,7 +510,7 @@ def encode(
   s = _expand(scales, fmt.block_size, n)
   # In [0, 1], 0 in a zero block, and exactly 1 at the absmax.
   # a * (1 / s), the reciprocal taken per block: a full-size division is an
-  # expensive op to XLA (see _power_lower). Blocks beyond 2^64 are scaled by
+  # expensive op to XLA. Blocks beyond 2^64 are scaled by
   # 2^-64 first (1 / s would be subnormal, flushed to 0, beyond 2^126).
   pre = jnp.where(scales > 2.0**64, jnp.asarray(2.0**-64, dtype), 1)
   inverse = jnp.where(scales > 0, 1 / jnp.where(scales > 0, scales * pre, 1), 0)

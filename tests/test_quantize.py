@@ -133,6 +133,42 @@ def test_levels(map_name):
       np.max(np.diff(_np_levels(map_name))) / 2, rel=1e-12)
 
 
+@pytest.mark.parametrize('map_name', ['linear', 'cubic', 'quartic'])
+def test_lower_level_is_exact_but_within_roundings_of_a_level(map_name):
+  """The power maps' level below y, found from a root of y without a search:
+  the largest k in 0..126 with v_k <= y (float64 levels), off by one only
+  within 16 float32 roundings of a level. Over 2^20 float32 values spread
+  evenly over their bits in [2^-60, 1], each level and its neighbours."""
+  lev = _np_levels(map_name)
+  lo, hi = (np.array([2.0**-60, 1], np.float32).view(np.int32))
+  spread = np.linspace(lo, hi, 2**20).astype(np.int32).view(np.float32)
+  at = lev.astype(np.float32)
+  near = (at[:, None].view(np.int32) + np.arange(-3, 4)).view(np.float32)
+  y = np.concatenate([[0], spread, near.ravel()])
+  y = y[(y >= 0) & (y <= 1)]
+  p = q._POWERS[map_name]
+  k = np.asarray(jax.jit(q._power_lower, static_argnums=1)(y, p))
+  want = np.clip(np.searchsorted(lev, y.astype(np.float64), 'right') - 1, 0,
+                 126)
+  off = k != want
+  gap = np.abs(y[off, None] - lev[None, :]).min(axis=1)
+  assert np.all(np.abs(k - want) <= 1), map_name
+  assert np.all(gap <= 16 * 2.0**-24 * y[off]), map_name
+
+
+def test_cube_root_to_float32_rounding():
+  """:func:`_cube_root` within 8 float32 roundings over [2^-60, 1], and 0
+  (not NaN) at and below 2^-60."""
+  lo, hi = (np.array([2.0**-60, 1], np.float32).view(np.int32))
+  y = np.linspace(lo, hi, 2**20).astype(np.int32).view(np.float32)[1:]
+  got = np.asarray(jax.jit(q._cube_root)(y), np.float64)
+  want = np.cbrt(y.astype(np.float64))
+  assert np.max(np.abs(got - want) / want) <= 8 * 2.0**-24
+  edge = np.asarray(jax.jit(q._cube_root)(
+      np.array([0, 1e-30, 2.0**-60, 0.125, 1], np.float32)))
+  np.testing.assert_array_equal(edge, [0, 0, 0, 0.5, 1])
+
+
 def test_max_errors():
   got = {m: round(q.max_error(m), 5) for m in MAPS}
   assert got == {'linear': 0.00394, 'dynamic': 0.00703, 'cubic': 0.01172,
