@@ -210,7 +210,7 @@ def _power_lower(y, p):
 
 
 def _cube_root(y):
-  """``y^(1/3)`` for y in [0, 1], to 8 ulps (0 below 2^-60).
+  """``y^(1/3)`` for y in [0, 1], to 8 ulps (0 at and below 2^-60).
 
   The inverse cube root r's bit-level seed (``0x54a218ea - bits / 3`` of
   float32 bits, taken in float arithmetic: about 3% off), Newton steps
