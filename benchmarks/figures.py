@@ -38,6 +38,7 @@ from typing import Any, NamedTuple
 from benchmarks import accelerators as accelerators_lib
 from benchmarks import collectives as collectives_lib
 from benchmarks import state_bytes as state_bytes_lib
+from benchmarks.research import tpu_memory as tpu_memory_lib
 from examples.common import harness
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -82,6 +83,7 @@ CAUSAL_LM = 'docs/images/causal_lm/results.json'
 SHARDED = 'docs/images/sharded/results.json'
 COLLECTIVES = 'benchmarks/results/collectives.json'
 ACCELERATORS = 'benchmarks/results/accelerators_{}.json'
+TPU_MEMORY = 'docs/research/results/tpu_memory/results.json'
 
 
 def _versions(info: dict[str, Any], names=('jax', 'jaxlib', 'flax',
@@ -328,6 +330,17 @@ def accelerators_more(src: Source) -> str:
   return '\n'.join(lines).rstrip()
 
 
+def tpu_memory(src: Source) -> str:
+  """The v5e programs' memory read three ways (memory analysis, the
+  compiler's own peak, the dumped buffer assignment's HBM)."""
+  data = src.json(TPU_MEMORY)
+  commands = '; '.join(f'`{c}`' for c in data['commands'])
+  versions = ', '.join(f'{k} {v}' for k, v in data['versions'].items())
+  lines = tpu_memory_lib.table(data['rows'])
+  lines.append(f'Compile facts, not times: {commands} ({versions}).')
+  return '\n'.join(lines)
+
+
 def headlines(src: Source) -> str:
   """Four one-line results (state, quality, speed on CPU, GPU and TPU
   compiles), each with its command."""
@@ -390,6 +403,7 @@ GENERATORS: dict[str, Generator] = {
                                      accelerators_before),
     'accelerators_more': Generator((ACCELERATORS.format('after'),),
                                    accelerators_more),
+    'tpu_memory': Generator((TPU_MEMORY,), tpu_memory),
     'headlines': Generator((STATE_BYTES, TEXT_CLASSIFICATION, SUITE,
                             ACCELERATORS.format('after')), headlines),
 }

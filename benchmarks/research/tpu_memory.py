@@ -1,0 +1,206 @@
+"""Three readings of a TPU program's memory, compiled deviceless.
+
+XLA:TPU's ``compiled.memory_analysis()`` gives three figures that disagree
+on the larger programs of ``benchmarks.accelerators``, and issue 22's TPU
+bounds hang on which one is read:
+
+* **args + temps**: the suite's peak (``harness.Memory``): arguments +
+  outputs - donated + ``temp_size_in_bytes``;
+* **compiler peak**: ``peak_memory_in_bytes``, the compiler's own peak;
+* **HBM allocated**: the buffer assignment XLA dumps
+  (``--xla_dump_to``): every allocation in the default memory space (HBM),
+  arguments included, and of it the preallocated temporary block.
+
+On the GPT-2-shaped train step they part by hundreds of MiB
+(docs/research/tpu_memory.md); which one the runtime allocates needs a
+device. Each program is compiled in a process of its own
+(the dump flag is per process), with the interpreter that runs this command,
+which must import libtpu (the TPU side environment of docs/accelerators.md):
+
+    TPU_VENV/bin/python -m benchmarks.research.tpu_memory \\
+        --programs train,update --optimizers sgdm,adam,alada,alada_bf16
+
+It prints a table and writes ``results.json`` under ``--out`` (default
+``out/tpu_memory``); ``--merge A.json B.json`` writes the rows of earlier
+runs as one file, compiling nothing. Compile facts, not times.
+"""
+
+from __future__ import annotations
+
+import argparse
+import glob
+import importlib.util
+import json
+import os
+import re
+import subprocess
+import sys
+import tempfile
+
+MiB = 2**20
+OPTIMIZERS = ('sgdm', 'adam', 'alada', 'alada_bf16', 'alada_int8')
+PROGRAMS = ('train', 'update')
+
+_ALLOCATION = re.compile(r'allocation \d+: size (\d+), (.*)')
+
+
+def hbm_allocations(buffer_assignment: str) -> dict[str, int]:
+  """The default memory space's allocations of a dumped buffer assignment:
+  their total and the preallocated temporary block's size."""
+  total = temp = 0
+  for line in buffer_assignment.splitlines():
+    match = _ALLOCATION.match(line)
+    if not match or re.search(r'\bcolor [1-9]', match.group(2)):
+      continue
+    size = int(match.group(1))
+    total += size
+    if 'preallocated-temp' in match.group(2):
+      temp += size
+  return {'hbm_allocated': total, 'hbm_temp_block': temp}
+
+
+def compile_one(program: str, optimizer: str, target: str) -> dict:
+  """Compiles one program in this process (its XLA_FLAGS set by the caller)
+  and reads its memory analysis."""
+  import jax  # pylint: disable=g-import-not-at-top
+  from benchmarks import accelerators  # pylint: disable=g-import-not-at-top
+  from benchmarks import harness  # pylint: disable=g-import-not-at-top
+  topo = accelerators.topology(target)
+  model, dims = accelerators.make_model('gpt2', quick=False)
+  opt = accelerators.make_optimizer(optimizer, dims)
+  params = jax.eval_shape(model.init, jax.random.key(0))
+  state = jax.eval_shape(opt.init, params)
+  if program == 'update':
+    step, third = harness.update_step(opt), params
+  else:
+    step = harness.train_step(model, opt)
+    third = jax.eval_shape(model.batch, jax.random.key(1))
+  one = jax.sharding.SingleDeviceSharding(topo.devices[0])
+  compiled = jax.jit(step, donate_argnums=(0, 1)).lower(
+      *accelerators._on(one, (params, state, third))).compile()  # pylint: disable=protected-access
+  memory = harness.Memory.of(compiled, params, state)
+  analysis = compiled.memory_analysis()
+  return {'program': program, 'optimizer': optimizer, 'target': target,
+          'model': model.name, **memory.__dict__, 'peak': memory.peak,
+          'compiler_peak': getattr(analysis, 'peak_memory_in_bytes', None)}
+
+
+def run(program: str, optimizer: str, target: str) -> dict:
+  """:func:`compile_one` in a child process with a dump of its buffer
+  assignment, and the dump's HBM allocations."""
+  with tempfile.TemporaryDirectory() as dump:
+    env = dict(os.environ, XLA_FLAGS=(
+        os.environ.get('XLA_FLAGS', '') + f' --xla_dump_to={dump}').strip())
+    env.setdefault('ALLOW_MULTIPLE_LIBTPU_LOAD', '1')
+    env.setdefault('TPU_SKIP_MDS_QUERY', '1')
+    env.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
+    out = subprocess.run(
+        [sys.executable, '-m', 'benchmarks.research.tpu_memory', '--child',
+         program, optimizer, target], env=env, capture_output=True,
+        text=True, check=True).stdout
+    row = json.loads(out.strip().splitlines()[-1])
+    files = glob.glob(os.path.join(
+        dump, '*jit_step*after_optimizations-buffer-assignment.txt'))
+    if len(files) != 1:
+      raise RuntimeError(f'expected one buffer assignment, found {files}')
+    with open(files[0], encoding='utf-8') as f:
+      row.update(hbm_allocations(f.read()))
+  return row
+
+
+def versions() -> dict[str, str]:
+  from importlib import metadata  # pylint: disable=g-import-not-at-top
+  found = {}
+  for name in ('jax', 'jaxlib', 'libtpu', 'optax'):
+    try:
+      found[name] = metadata.version(name)
+    except metadata.PackageNotFoundError:
+      pass
+  return found
+
+
+def table(rows: list[dict]) -> list[str]:
+  lines = []
+  for program in PROGRAMS:
+    mine = [r for r in rows if r['program'] == program]
+    if not mine:
+      continue
+    sgd = next((r for r in mine if r['optimizer'] == 'sgdm'), None)
+    ratio = lambda r, k: '' if sgd is None else f'{r[k] / sgd[k]:.3f}'
+    lines += [f'{mine[0]["target"]}, {program}, {mine[0]["model"]}:', '',
+              '| optimizer | temp size MiB | args + temps MiB | / SGD+m '
+              '| compiler peak MiB | / SGD+m | HBM allocated MiB | / SGD+m '
+              '| of it the temp block MiB |',
+              '|---|' + '---:|' * 8]
+    for r in mine:
+      lines.append(
+          f'| {r["optimizer"]} | {r["temporaries"] / MiB:,.1f} '
+          f'| {r["peak"] / MiB:,.1f} | {ratio(r, "peak")} '
+          f'| {r["compiler_peak"] / MiB:,.1f} | {ratio(r, "compiler_peak")} '
+          f'| {r["hbm_allocated"] / MiB:,.1f} | {ratio(r, "hbm_allocated")} '
+          f'| {r["hbm_temp_block"] / MiB:,.1f} |')
+    lines.append('')
+  return lines
+
+
+def build_parser() -> argparse.ArgumentParser:
+  parser = argparse.ArgumentParser(
+      prog='python -m benchmarks.research.tpu_memory', description=__doc__,
+      formatter_class=argparse.RawDescriptionHelpFormatter)
+  parser.add_argument('--programs', default='train,update',
+                      help='comma-separated, of ' + ', '.join(PROGRAMS)
+                      + ' (harness.train_step, batch 1 x 256, and '
+                      'harness.update_step)')
+  parser.add_argument('--optimizers', default=','.join(OPTIMIZERS),
+                      help='comma-separated keys of benchmarks.accelerators')
+  parser.add_argument('--target', default='v5e',
+                      help='a TPU target of benchmarks.accelerators')
+  parser.add_argument('--out', default='out/tpu_memory',
+                      help='the folder for results.json')
+  parser.add_argument('--merge', nargs='+', metavar='JSON',
+                      help='write the rows of earlier runs\' results as one')
+  parser.add_argument('--child', nargs=3, help=argparse.SUPPRESS)
+  return parser
+
+
+def main(argv=None) -> int:
+  args = build_parser().parse_args(argv)
+  if args.child:
+    print(json.dumps(compile_one(*args.child)))
+    return 0
+  command = 'python -m benchmarks.research.tpu_memory ' + ' '.join(
+      argv if argv is not None else sys.argv[1:])
+  rows, commands = [], [command]
+  if args.merge:
+    commands = []
+    for path in args.merge:
+      with open(path, encoding='utf-8') as f:
+        data = json.load(f)
+      rows += data['rows']
+      commands += data.get('commands') or [data['command']]
+  else:
+    from benchmarks import accelerators  # pylint: disable=g-import-not-at-top
+    if importlib.util.find_spec('libtpu') is None:
+      print('benchmarks.research.tpu_memory: '
+            + accelerators.how_to_get('tpu').replace(
+                'and pass --tpu-python tpu-venv/bin/python (or set '
+                'ALADA_TPU_PYTHON)', 'and run this command with '
+                'tpu-venv/bin/python'), file=sys.stderr)
+      return 2
+    for program in args.programs.split(','):
+      for optimizer in args.optimizers.split(','):
+        rows.append(run(program, optimizer, args.target))
+        print(f'compiled {program} {optimizer}', file=sys.stderr, flush=True)
+  lines = table(rows)
+  print('\n'.join(lines))
+  print('Compile facts, not times.')
+  os.makedirs(args.out, exist_ok=True)
+  with open(os.path.join(args.out, 'results.json'), 'w',
+            encoding='utf-8') as f:
+    json.dump({'commands': commands, 'versions': versions(), 'rows': rows},
+              f, indent=1)
+  return 0
+
+
+if __name__ == '__main__':
+  sys.exit(main())
