@@ -94,11 +94,14 @@ def run(program: str, optimizer: str, target: str) -> dict:
     env.setdefault('ALLOW_MULTIPLE_LIBTPU_LOAD', '1')
     env.setdefault('TPU_SKIP_MDS_QUERY', '1')
     env.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
-    out = subprocess.run(
+    proc = subprocess.run(
         [sys.executable, '-m', 'benchmarks.research.tpu_memory', '--child',
          program, optimizer, target], env=env, capture_output=True,
-        text=True, check=True).stdout
-    row = json.loads(out.strip().splitlines()[-1])
+        text=True, check=False)
+    if proc.returncode:
+      raise RuntimeError(f'compiling {target} {program} {optimizer} failed '
+                         f'(exit {proc.returncode}):\n{proc.stderr[-3000:]}')
+    row = json.loads(proc.stdout.strip().splitlines()[-1])
     files = glob.glob(os.path.join(
         dump, '*jit_step*after_optimizations-buffer-assignment.txt'))
     if len(files) != 1:
@@ -170,14 +173,16 @@ def main(argv=None) -> int:
     return 0
   command = 'python -m benchmarks.research.tpu_memory ' + ' '.join(
       argv if argv is not None else sys.argv[1:])
-  rows, commands = [], [command]
+  rows, commands, found = [], [command], versions()
   if args.merge:
-    commands = []
+    commands, found = [], {}
     for path in args.merge:
       with open(path, encoding='utf-8') as f:
         data = json.load(f)
       rows += data['rows']
       commands += data.get('commands') or [data['command']]
+      found = found or data.get('versions', {})
+    found = found or versions()  # runs that did not record theirs
   else:
     from benchmarks import accelerators  # pylint: disable=g-import-not-at-top
     if importlib.util.find_spec('libtpu') is None:
@@ -197,7 +202,7 @@ def main(argv=None) -> int:
   os.makedirs(args.out, exist_ok=True)
   with open(os.path.join(args.out, 'results.json'), 'w',
             encoding='utf-8') as f:
-    json.dump({'commands': commands, 'versions': versions(), 'rows': rows},
+    json.dump({'commands': commands, 'versions': found, 'rows': rows},
               f, indent=1)
   return 0
 

@@ -4,10 +4,13 @@ environment, which CI does not have)."""
 
 import importlib.util
 import json
+import os
 
 import pytest
 
 from benchmarks.research import tpu_memory
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 # The lines XLA writes for a buffer assignment (``--xla_dump_to``), as XLA:TPU
 # wrote them for a GPT-2-shaped train step: parameters, a thread-local, the
@@ -75,3 +78,12 @@ def test_without_libtpu_it_says_how_to_get_it(capsys, tmp_path):
   err = capsys.readouterr().err
   assert 'libtpu' in err and 'tpu-venv/bin/python' in err
   assert not list(tmp_path.iterdir())
+
+
+@pytest.mark.skipif(importlib.util.find_spec('libtpu') is not None,
+                    reason='libtpu is installed here')
+def test_a_failed_compile_names_the_program_and_shows_its_error(monkeypatch):
+  monkeypatch.chdir(REPO)
+  with pytest.raises(RuntimeError, match='compiling v5e update adam failed'
+                     r' \(exit 1\):\n(.|\n)*Error'):
+    tpu_memory.run('update', 'adam', 'v5e')
