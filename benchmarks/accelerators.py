@@ -614,6 +614,36 @@ def program_table(rows: list[dict[str, Any]], tpu: bool) -> list[str]:
   return lines
 
 
+TPU_MEMORY_PROGRAMS = ('train', 'update')
+
+
+def tpu_memory_table(rows: list[dict[str, Any]]) -> list[str]:
+  """The rows of ``benchmarks.research.tpu_memory`` (a TPU program's memory
+  read three ways): a table per program, each reading against SGD with
+  momentum's."""
+  lines = []
+  for program in TPU_MEMORY_PROGRAMS:
+    mine = [r for r in rows if r['program'] == program]
+    if not mine:
+      continue
+    sgd = next((r for r in mine if r['optimizer'] == 'sgdm'), None)
+    ratio = lambda r, k: '' if sgd is None else f'{r[k] / sgd[k]:.3f}'
+    lines += [f'{mine[0]["target"]}, {program}, {mine[0]["model"]}:', '',
+              '| optimizer | temp size MiB | args + temps MiB | / SGD+m '
+              '| compiler peak MiB | / SGD+m | HBM allocated MiB | / SGD+m '
+              '| of it the temp block MiB |',
+              '|---|' + '---:|' * 8]
+    for r in mine:
+      lines.append(
+          f'| {r["optimizer"]} | {r["temporaries"] / MiB:,.1f} '
+          f'| {r["peak"] / MiB:,.1f} | {ratio(r, "peak")} '
+          f'| {r["compiler_peak"] / MiB:,.1f} | {ratio(r, "compiler_peak")} '
+          f'| {r["hbm_allocated"] / MiB:,.1f} | {ratio(r, "hbm_allocated")} '
+          f'| {r["hbm_temp_block"] / MiB:,.1f} |')
+    lines.append('')
+  return lines
+
+
 def sharded_table(rows: list[dict[str, Any]]) -> list[str]:
   from benchmarks import collectives  # pylint: disable=g-import-not-at-top
   kinds = collectives.KINDS

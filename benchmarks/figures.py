@@ -38,7 +38,6 @@ from typing import Any, NamedTuple
 from benchmarks import accelerators as accelerators_lib
 from benchmarks import collectives as collectives_lib
 from benchmarks import state_bytes as state_bytes_lib
-from benchmarks.research import tpu_memory as tpu_memory_lib
 from examples.common import harness
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -336,7 +335,7 @@ def tpu_memory(src: Source) -> str:
   data = src.json(TPU_MEMORY)
   commands = '; '.join(f'`{c}`' for c in data['commands'])
   versions = ', '.join(f'{k} {v}' for k, v in data['versions'].items())
-  lines = tpu_memory_lib.table(data['rows'])
+  lines = accelerators_lib.tpu_memory_table(data['rows'])
   lines.append(f'Compile facts, not times: {commands} ({versions}).')
   return '\n'.join(lines)
 

@@ -37,9 +37,10 @@ import subprocess
 import sys
 import tempfile
 
-MiB = 2**20
+from benchmarks import accelerators
+
 OPTIMIZERS = ('sgdm', 'adam', 'alada', 'alada_bf16', 'alada_int8')
-PROGRAMS = ('train', 'update')
+PROGRAMS = accelerators.TPU_MEMORY_PROGRAMS
 
 _ALLOCATION = re.compile(r'allocation \d+: size (\d+), (.*)')
 
@@ -63,7 +64,6 @@ def compile_one(program: str, optimizer: str, target: str) -> dict:
   """Compiles one program in this process (its XLA_FLAGS set by the caller)
   and reads its memory analysis."""
   import jax  # pylint: disable=g-import-not-at-top
-  from benchmarks import accelerators  # pylint: disable=g-import-not-at-top
   from benchmarks import harness  # pylint: disable=g-import-not-at-top
   topo = accelerators.topology(target)
   model, dims = accelerators.make_model('gpt2', quick=False)
@@ -122,30 +122,6 @@ def versions() -> dict[str, str]:
   return found
 
 
-def table(rows: list[dict]) -> list[str]:
-  lines = []
-  for program in PROGRAMS:
-    mine = [r for r in rows if r['program'] == program]
-    if not mine:
-      continue
-    sgd = next((r for r in mine if r['optimizer'] == 'sgdm'), None)
-    ratio = lambda r, k: '' if sgd is None else f'{r[k] / sgd[k]:.3f}'
-    lines += [f'{mine[0]["target"]}, {program}, {mine[0]["model"]}:', '',
-              '| optimizer | temp size MiB | args + temps MiB | / SGD+m '
-              '| compiler peak MiB | / SGD+m | HBM allocated MiB | / SGD+m '
-              '| of it the temp block MiB |',
-              '|---|' + '---:|' * 8]
-    for r in mine:
-      lines.append(
-          f'| {r["optimizer"]} | {r["temporaries"] / MiB:,.1f} '
-          f'| {r["peak"] / MiB:,.1f} | {ratio(r, "peak")} '
-          f'| {r["compiler_peak"] / MiB:,.1f} | {ratio(r, "compiler_peak")} '
-          f'| {r["hbm_allocated"] / MiB:,.1f} | {ratio(r, "hbm_allocated")} '
-          f'| {r["hbm_temp_block"] / MiB:,.1f} |')
-    lines.append('')
-  return lines
-
-
 def build_parser() -> argparse.ArgumentParser:
   parser = argparse.ArgumentParser(
       prog='python -m benchmarks.research.tpu_memory', description=__doc__,
@@ -184,7 +160,6 @@ def main(argv=None) -> int:
       found = found or data.get('versions', {})
     found = found or versions()  # runs that did not record theirs
   else:
-    from benchmarks import accelerators  # pylint: disable=g-import-not-at-top
     if importlib.util.find_spec('libtpu') is None:
       print('benchmarks.research.tpu_memory: '
             + accelerators.how_to_get('tpu').replace(
@@ -196,7 +171,7 @@ def main(argv=None) -> int:
       for optimizer in args.optimizers.split(','):
         rows.append(run(program, optimizer, args.target))
         print(f'compiled {program} {optimizer}', file=sys.stderr, flush=True)
-  lines = table(rows)
+  lines = accelerators.tpu_memory_table(rows)
   print('\n'.join(lines))
   print('Compile facts, not times.')
   os.makedirs(args.out, exist_ok=True)

@@ -8,6 +8,7 @@ import os
 
 import pytest
 
+from benchmarks import accelerators
 from benchmarks.research import tpu_memory
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -47,7 +48,7 @@ def _row(optimizer, program, peak, compiler_peak, hbm):
 def test_table_reads_each_figure_against_sgd_with_momentum():
   rows = [_row('sgdm', 'train', 1000, 800, 1250),
           _row('alada_bf16', 'train', 1020, 620, 1125)]
-  lines = tpu_memory.table(rows)
+  lines = accelerators.tpu_memory_table(rows)
   assert lines[0] == 'v5e, train, GPT-2:'
   assert lines[-2] == ('| alada_bf16 | 10.0 | 1,020.0 | 1.020 | 620.0 '
                        '| 0.775 | 1,125.0 | 0.900 | 5.0 |')
