@@ -334,14 +334,12 @@ def _on(sharding, tree):
       lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sharding), tree)
 
 
-def compile_one(job: dict[str, Any], topo) -> dict[str, Any]:
-  """Compiles one job (target, model, program, optimizer) for ``topo``'s
-  first device; what its compiled program says."""
-  from alada_optax import hlo  # pylint: disable=g-import-not-at-top
+def compile_program(job: dict[str, Any], topo):
+  """The donated program of one job (model, program 'update' or 'train',
+  optimizer, quick) compiled for ``topo``'s first device:
+  ``(compiled, model, params, state, seconds)``."""
   from benchmarks import harness  # pylint: disable=g-import-not-at-top
   quick = job['quick']
-  if job['program'] == 'sharded':
-    return compile_sharded(job, topo)
   model, dims = make_model(job['model'], quick)
   opt = make_optimizer(job['optimizer'], dims, quick)
   params = jax.eval_shape(model.init, jax.random.key(0))
@@ -355,7 +353,17 @@ def compile_one(job: dict[str, Any], topo) -> dict[str, Any]:
   start = time.perf_counter()
   compiled = jax.jit(step, donate_argnums=(0, 1)).lower(
       *_on(one, (params, state, third))).compile()
-  seconds = time.perf_counter() - start
+  return compiled, model, params, state, time.perf_counter() - start
+
+
+def compile_one(job: dict[str, Any], topo) -> dict[str, Any]:
+  """Compiles one job (target, model, program, optimizer) for ``topo``'s
+  first device; what its compiled program says."""
+  from alada_optax import hlo  # pylint: disable=g-import-not-at-top
+  from benchmarks import harness  # pylint: disable=g-import-not-at-top
+  if job['program'] == 'sharded':
+    return compile_sharded(job, topo)
+  compiled, model, params, state, seconds = compile_program(job, topo)
   memory = harness.Memory.of(compiled, params, state)
   structure = hlo.hlo_structure(compiled.as_text())
   accessed = harness.bytes_accessed(compiled)

@@ -62,22 +62,12 @@ def hbm_allocations(buffer_assignment: str) -> dict[str, int]:
 
 def compile_one(program: str, optimizer: str, target: str) -> dict:
   """Compiles one program in this process (its XLA_FLAGS set by the caller)
-  and reads its memory analysis."""
-  import jax  # pylint: disable=g-import-not-at-top
+  as ``benchmarks.accelerators`` does, and reads its memory analysis."""
   from benchmarks import harness  # pylint: disable=g-import-not-at-top
-  topo = accelerators.topology(target)
-  model, dims = accelerators.make_model('gpt2', quick=False)
-  opt = accelerators.make_optimizer(optimizer, dims)
-  params = jax.eval_shape(model.init, jax.random.key(0))
-  state = jax.eval_shape(opt.init, params)
-  if program == 'update':
-    step, third = harness.update_step(opt), params
-  else:
-    step = harness.train_step(model, opt)
-    third = jax.eval_shape(model.batch, jax.random.key(1))
-  one = jax.sharding.SingleDeviceSharding(topo.devices[0])
-  compiled = jax.jit(step, donate_argnums=(0, 1)).lower(
-      *accelerators._on(one, (params, state, third))).compile()  # pylint: disable=protected-access
+  job = {'model': 'gpt2', 'program': program, 'optimizer': optimizer,
+         'quick': False}
+  compiled, model, params, state, _ = accelerators.compile_program(
+      job, accelerators.topology(target))
   memory = harness.Memory.of(compiled, params, state)
   analysis = compiled.memory_analysis()
   return {'program': program, 'optimizer': optimizer, 'target': target,
@@ -91,9 +81,8 @@ def run(program: str, optimizer: str, target: str) -> dict:
   with tempfile.TemporaryDirectory() as dump:
     env = dict(os.environ, XLA_FLAGS=(
         os.environ.get('XLA_FLAGS', '') + f' --xla_dump_to={dump}').strip())
-    env.setdefault('ALLOW_MULTIPLE_LIBTPU_LOAD', '1')
-    env.setdefault('TPU_SKIP_MDS_QUERY', '1')
-    env.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
+    for name, value in accelerators.BACKENDS['tpu']['env'].items():
+      env.setdefault(name, value)
     proc = subprocess.run(
         [sys.executable, '-m', 'benchmarks.research.tpu_memory', '--child',
          program, optimizer, target], env=env, capture_output=True,
@@ -149,23 +138,23 @@ def main(argv=None) -> int:
     return 0
   command = 'python -m benchmarks.research.tpu_memory ' + ' '.join(
       argv if argv is not None else sys.argv[1:])
-  rows, commands, found = [], [command], versions()
+  rows, commands, found = [], [command], {}
   if args.merge:
-    commands, found = [], {}
+    commands = []
     for path in args.merge:
       with open(path, encoding='utf-8') as f:
         data = json.load(f)
       rows += data['rows']
       commands += data.get('commands') or [data['command']]
       found = found or data.get('versions', {})
-    found = found or versions()  # runs that did not record theirs
   else:
     if importlib.util.find_spec('libtpu') is None:
-      print('benchmarks.research.tpu_memory: '
-            + accelerators.how_to_get('tpu').replace(
-                'and pass --tpu-python tpu-venv/bin/python (or set '
-                'ALADA_TPU_PYTHON)', 'and run this command with '
-                'tpu-venv/bin/python'), file=sys.stderr)
+      print('benchmarks.research.tpu_memory: this interpreter does not '
+            'import libtpu (the TPU compiler): make a side environment, '
+            'outside the project, with\n  '
+            f'{accelerators.BACKENDS["tpu"]["recipe"]}\nand run this command '
+            'with tpu-venv/bin/python; see docs/accelerators.md',
+            file=sys.stderr)
       return 2
     for program in args.programs.split(','):
       for optimizer in args.optimizers.split(','):
@@ -177,7 +166,9 @@ def main(argv=None) -> int:
   os.makedirs(args.out, exist_ok=True)
   with open(os.path.join(args.out, 'results.json'), 'w',
             encoding='utf-8') as f:
-    json.dump({'commands': commands, 'versions': found, 'rows': rows},
+    # This interpreter's versions, for a run or for runs that recorded none.
+    json.dump({'commands': commands, 'versions': found or versions(),
+               'rows': rows},
               f, indent=1)
   return 0
 
