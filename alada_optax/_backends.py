@@ -41,20 +41,27 @@ them, ``docs/accelerators.md`` has the tables):
   the GPT-2-small-shaped update (H100), its 98 biases and norms' scales
   (0.1% of the entries) took 981 of the 1,772 kernels. Refitted in three
   stacks (``_leafwise.stacked``; the fold and the step stay per leaf), the
-  update has 1,247. What remains per small leaf is mostly writing its
+  update had 1,247. What remains per small leaf is mostly writing its
   state: p, q, v0 and t0 are buffers of their own, each written by a
-  kernel of its own. (A factor's max and scaled sum of squares in one
-  variadic reduction would save 103 more on one GPU, but the SPMD
-  partitioner turns a custom reduction over a sharded factor into an
-  all-gather: 32 of them on two blocks of ``benchmarks.collectives``'
-  8-device layout, against none with the two reductions.) TPU and CPU
-  refit leaf by leaf: a CPU launches no kernels, and on v5e the stack
-  changes little (864 fusions against 1,110, 61.2 bytes per parameter
-  either way, 50.4 against 50.8 MiB of temporaries). The GPU's whole
+  kernel of its own. TPU and CPU refit leaf by leaf: a CPU launches no
+  kernels, and on v5e the stack changes little (864 fusions against 1,110,
+  61.2 bytes per parameter either way, 50.4 against 50.8 MiB of
+  temporaries). The GPU's whole
   structure (the stack, and M read as stored) taken on v5e leaves its
   update no temporaries but costs its train step: a peak of 1,323.6 MiB
   against 1,295.6 (SGD with momentum: 1,293.6), 120.0 bytes per parameter
   against 103.9.
+* **GPU and TPU: one mean for v0.** Where both refits run (:func:`_both`),
+  the refit of q takes the refit of p's v0 instead of a mean of its own
+  reduction (for a leaf starting now both are the mean of V). With the
+  factors' max and sum of squares as reductions of the factor alone
+  (``alada._unit``, on every backend; a variadic reduction of the two would
+  save as many, but the SPMD partitioner turns a custom reduction over a
+  sharded factor into all-gathers: 32 on two blocks of
+  ``benchmarks.collectives``' 8-device layout, where plain ones are
+  all-reduced), a matrix's update is 12 kernels on the H100 instead of 16,
+  and the GPT-2-small-shaped update has 1,117 (the train step 1,629
+  against 1,759).
 * **CPU: one conditional for the whole tree.** XLA:CPU runs the two
   reductions as two passes over M, each as long as the fold: with both, the
   GPT-2-small update alone took 1.38x Adam's; with one ``lax.cond``
@@ -90,16 +97,31 @@ def reduction_result(r: jax.Array) -> jax.Array:
   return jax.lax.optimization_barrier(r)
 
 
+def read_apart(factor: jax.Array) -> jax.Array:
+  """The other factor, as the refit's norms read it: apart from the new
+  factor's kernel, which XLA:GPU would otherwise fuse them with (both read
+  the factor), making the second refit's reduction wait for the first's."""
+  return jax.lax.optimization_barrier(factor)
+
+
 def _stored(x: Any) -> Any:
   return jax.lax.optimization_barrier(x)
 
 
 def _both(refit: Callable, leaves: Sequence[Any], plans: Sequence[Any],
           even: jax.Array) -> list:
-  """Both refits of every leaf; the parity keeps one (no control flow)."""
+  """Both refits of every leaf; the parity keeps one (no control flow).
+
+  The refit of q takes its v0 from the refit of p (for a leaf starting now,
+  both reductions' means are the mean of V): one reduction less per leaf.
+  """
   pick = functools.partial(jnp.where, even)
-  return [jax.tree.map(pick, refit(leaf, plan, True), refit(leaf, plan, False))
-          for leaf, plan in zip(leaves, plans)]
+  out = []
+  for leaf, plan in zip(leaves, plans):
+    p_refit = refit(leaf, plan, True)
+    q_refit = refit(leaf, plan, False, p_refit[2])
+    out.append(jax.tree.map(pick, p_refit, q_refit))
+  return out
 
 
 def _stacked(refit, leaves, plans, even):
@@ -138,8 +160,9 @@ def refit_by_parity(refit: Callable, leaves: Sequence[Any],
   """Lines 13-18 of Algorithm 2 for every leaf, one parity for the tree.
 
   Args:
-    refit: ``(leaf, plan, rows) -> (p, q, v0, ...)``: the refit of p
-      (``rows``) or q of a leaf; given a stack of leaves and its plan
+    refit: ``(leaf, plan, rows, v0=None) -> (p, q, v0, ...)``: the refit
+      of p (``rows``) or q of a leaf, with the given ``v0`` if not None;
+      given a stack of leaves and its plan
       (:func:`alada_optax._leafwise.stacked`), it refits each on its own.
     leaves: the leaves, pytrees of arrays.
     plans: their static plans.

@@ -93,12 +93,31 @@ def _unit(factor: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
 
   The least squares ``V f / (||f||^2 + eps)`` is computed with ``f / max|f|``
   so that neither ``V f`` nor ``||f||^2`` overflows when a factor carries a
-  large scale (the same value in exact arithmetic).
+  large scale (the same value in exact arithmetic). The sum of squares does
+  not read the max: it is taken at three power-of-two scalings of ``f``, the
+  one in range kept, so that both are reductions of ``f`` alone (one kernel
+  on GPU, where a sum of ``(f / max)^2`` waits for the max's).
   """
   scale = jnp.max(jnp.abs(factor), axis=-1)
+  # Each band of the max has a power of two taking f's squares into range
+  # (float32: a max in (2^40, 2^128) times 2^-88, in [2^-40, 2^40] times 1,
+  # below 2^-40 times 2^88): their sum finite, its largest terms normal.
+  maxexp = jnp.finfo(factor.dtype).maxexp
+  band, shift = 2.0**(maxexp * 5 // 16), 2.0**(maxexp * 11 // 16)
+  high, low = scale > band, scale < 1 / band
+  # Each scaled band drops the entries that leave the float range there
+  # (negligible beside its max); the select also keeps XLA from folding
+  # (f c)^2 into f^2 c^2, whose c^2 is out of range (it does so for a
+  # factor of one entry, whose sum it turns into a product).
+  a = jnp.abs(factor)
+  scaled = (jnp.where(a > 1 / shift, factor / shift, 0), factor,
+            jnp.where(a < band, factor * shift, 0))
+  sums = [jnp.sum(jnp.square(x), axis=-1) for x in scaled]
+  c = jnp.where(high, 1 / shift, jnp.where(low, shift, 1.0)).astype(
+      factor.dtype)
+  sum2 = jnp.where(high, sums[0], jnp.where(low, sums[2], sums[1]))
   scale = jnp.where(scale > 0, scale, 1)
-  u = factor / scale[..., None]
-  return u, scale, jnp.sum(u * u, axis=-1)
+  return factor / scale[..., None], scale, sum2 / jnp.square(scale * c)
 
 
 class _Leaf(NamedTuple):
@@ -256,14 +275,16 @@ def scale_by_alada(
     return _Leaf(mu, target, state.p, state.q, state.v0, t0, started,
                  bc1, jnp.asarray(b2, dtype)**tp1, v_scale)
 
-  def refit(leaf: _Leaf, plan: matricize.MatrixPlan, rows: bool):
+  def refit(leaf: _Leaf, plan: matricize.MatrixPlan, rows: bool,
+            v0: Optional[jax.Array] = None):
     """Lines 8-18 for one leaf: refits p (``rows``, even steps) or q.
 
     One full-size reduction of ``V`` against the other factor. A matrix
     starting now (lines 8-12) reads its row (or column) means of
     ``V = G_0^2`` off the same reduction: ``v0`` is their mean, ``p0`` and
     ``q0`` are ``sqrt(v0)``, and the refit from ``sqrt(v0) 1`` follows.
-    Returns the new ``(p, q, v0)``.
+    Returns the new ``(p, q, v0)``; given ``v0`` (the other refit's, where
+    both run), it takes that instead of its own mean.
     """
     dtype = leaf.p.dtype
     b2_, eps_ = jnp.asarray(b2, dtype), jnp.asarray(eps, dtype)
@@ -276,7 +297,7 @@ def scale_by_alada(
     # the reduction's weights; dividing the other factor by its scale there
     # keeps V f / ||f||^2 at the factors' magnitude where V itself overflows
     # (|M| > 1.8e19 in float32). Capped at `big`: never inf * 0.
-    u, scale, norm2 = _unit(other)
+    u, scale, norm2 = _unit(_backends.read_apart(other))
     k = (1 - b2_) / jnp.square(leaf.v_scale) / (norm2 + eps_ / scale / scale)
     started = leaf.started[..., None]
     # A matrix starting now reduces with the weight 1 / (v_scale^2 size):
@@ -300,8 +321,9 @@ def scale_by_alada(
     # Lines 8-12 where a matrix starts now: v0 = ||G_0||^2 / mn (0 if the
     # gradient is 0 or its squares underflow: then nothing starts), and its
     # refit from q0 = sqrt(v0) 1: (1 - b2) sqrt(v0) size r / (size v0 + eps).
-    v0 = jnp.where(leaf.started, leaf.v0,
-                   jnp.minimum(jnp.mean(r, axis=-1), big))
+    if v0 is None:
+      v0 = jnp.where(leaf.started, leaf.v0,
+                     jnp.minimum(jnp.mean(r, axis=-1), big))
     nonzero, safe = v0 > 0, jnp.where(v0 > 0, v0, 1)
     root = jnp.where(nonzero, jnp.sqrt(safe), 0)[..., None]
     first = b2_ * root + (1 - b2_) * (r / jnp.sqrt(safe)[..., None]) / (
@@ -336,14 +358,14 @@ def scale_by_alada(
         [fold(g, s, count, i) for i, (g, s) in enumerate(zip(gs, states))])
     # Lines 13-18: even steps refit p, odd steps q; one parity, the step
     # count's, for the whole tree: one conditional at most (see _backends).
-    def refit_and_read(leaf, plan, rows):
+    def refit_and_read(leaf, plan, rows, v0=None):
       # An 8-bit M comes back with the refit, as the refit read it: the step
       # reads the codes as stored. (Where a conditional picks the refit,
       # XLA:CPU would otherwise recompute them in the step from M_t and G,
       # keeping every gradient alive until the conditional: the 4 x 256^2
       # MLP's train step, 1.34 MB of temporaries instead of 0.56.)
       stored = leaf.mu if isinstance(leaf.mu, tuple) else None
-      return refit(leaf, plan, rows) + (stored,)
+      return refit(leaf, plan, rows, v0) + (stored,)
 
     refitted = _backends.refit_by_parity(
         refit_and_read, leaves, plans, count % 2 == 0,

@@ -325,6 +325,32 @@ def _scaled_run(scale: float, steps: int = 4):
 _UPDATE = jax.jit(scale_by_alada().update)
 
 
+def test_factor_norm_in_every_band_of_its_scale():
+  """The factors' squared unit norms, from sums at three power-of-two
+  scalings (no reduction reads the max): right from 1e-30 to 1e37, where
+  the plain sum of squares underflows or overflows, also with rows of a
+  batch in different bands, and 0 for a zero factor. A factor of one entry
+  (a vector leaf's p) too: there XLA turns the sum into elementwise
+  products, which it would fold into f^2 c^2 (0 * inf) without the select."""
+  from alada_optax.alada import _unit  # pylint: disable=g-import-not-at-top
+  rng = np.random.default_rng(0)
+  scales = np.float32([1e-30, 1e-13, 1.0, 3e11, 1e20, 1e37, 0.0])
+  for n in (33, 1):
+    f = rng.uniform(0.1, 1.0, size=(7, n)).astype(np.float32) * scales[:, None]
+    u, scale, norm2 = jax.jit(_unit)(jnp.asarray(f))
+    f64 = f.astype(np.float64)
+    top = np.max(np.abs(f64), axis=-1)
+    want = np.sum((f64 / np.where(top > 0, top, 1)[:, None])**2, axis=-1)
+    assert np.all(want[:-1] >= 1) and want[-1] == 0
+    np.testing.assert_allclose(norm2, want, rtol=1e-5)
+    np.testing.assert_allclose(scale, np.where(top > 0, top, 1), rtol=1e-7)
+    np.testing.assert_allclose(np.sum(np.square(u), axis=-1), want,
+                               rtol=1e-5)
+  for x in scales:  # one entry, no batch
+    _, _, norm2 = jax.jit(_unit)(jnp.float32([x]))
+    assert float(norm2) == (1.0 if x else 0.0), x
+
+
 def test_huge_gradients_scale_like_unit_ones():
   """1e19 (G^2 = 1e38, still a float32, as in Adam): Alada is scale-free."""
   for (d, state), (d1, _) in zip(_scaled_run(1e19), _scaled_run(1.0)):
