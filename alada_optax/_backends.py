@@ -1,8 +1,9 @@
 """Where an update takes a different shape per XLA backend, and why.
 
-Two decisions live here: how Alada's parity picks its refit
-(:func:`refit_by_parity`, below), and how Subspace-Momentum's refresh step
-recomputes its projectors (:func:`refresh_by_step`). Two more live with
+Three decisions live here: how Alada's parity picks its refit
+(:func:`refit_by_parity`, below), how its refits take a factor's norms
+(:func:`unit`), and how Subspace-Momentum's refresh step recomputes its
+projectors (:func:`refresh_by_step`). Two more live with
 the 8-bit format in ``alada_optax._quantize``, each with its measurement:
 how an 8-bit moment's blocks are told apart on TPU (masks of the column
 index, not a reshape: ``_TPU_SELECT_BLOCKS``), and how its reductions read
@@ -51,20 +52,20 @@ them, ``docs/accelerators.md`` has the tables):
   update no temporaries but costs its train step: a peak of 1,323.6 MiB
   against 1,295.6 (SGD with momentum: 1,293.6), 120.0 bytes per parameter
   against 103.9.
-* **GPU and TPU: one mean for v0.** Where both refits run (:func:`_both`),
-  the refit of q takes the refit of p's v0 instead of a mean of its own
-  reduction (for a leaf starting now both are the mean of V). With the
-  factors' max and sum of squares as reductions of the factor alone
-  (``alada._unit``, on every backend; a variadic reduction of the two would
-  save as many, but the SPMD partitioner turns a custom reduction over a
-  sharded factor into all-gathers: 32 on two blocks of
+* **GPU: one mean for v0, and the factors' norms from sibling
+  reductions.** The refit of q takes the refit of p's v0 instead of a mean
+  of its own reduction (``_both(..., one_mean=True)``; for a leaf starting
+  now both are the mean of V), and a factor's max and sum of squares are
+  reductions of the factor alone (:func:`unit`; a variadic reduction of the
+  two would save as many, but the SPMD partitioner turns a custom reduction
+  over a sharded factor into all-gathers: 32 on two blocks of
   ``benchmarks.collectives``' 8-device layout, where plain ones are
-  all-reduced), and with the norms read apart (:func:`read_apart`), a
-  matrix's update is 12 kernels on the H100 instead of 16: the
-  GPT-2-small-shaped update has 1,089 (1,247 before), with the same HBM
-  bytes (33.5 per parameter). On v5e the same update has 912 fusions
-  (1,110) and the same HBM bytes (21.3 per parameter), but 66.9 MiB of
-  temporaries against 50.8 (a peak of 1,493.0 MiB against 1,476.9).
+  all-reduced). A matrix's update is then 12 kernels on the H100 instead of
+  16: the GPT-2-small-shaped update has 1,089 (1,247 before), with the same
+  HBM bytes (33.5 per parameter). On v5e both cost temporaries: 912 fusions
+  (1,110), the same HBM bytes (21.3 per parameter), 66.9 MiB of
+  temporaries against 50.8 (57.2 with the sums alone, 60.3 with the mean
+  alone), so TPU and CPU keep the max before the sum and a mean per refit.
 * **CPU: one conditional for the whole tree.** XLA:CPU runs the two
   reductions as two passes over M, each as long as the fold: with both, the
   GPT-2-small update alone took 1.38x Adam's; with one ``lax.cond``
@@ -100,15 +101,44 @@ def reduction_result(r: jax.Array) -> jax.Array:
   return jax.lax.optimization_barrier(r)
 
 
-def read_apart(factor: jax.Array) -> jax.Array:
-  """The other factor, as the refit's norms read it: on GPU apart from the
-  new factor's kernel, which XLA:GPU would otherwise fuse them with (both
-  read the factor), making the second refit's reduction wait for the first's
-  and M read once more (the GPT-2-shaped H100 update: 1,117 kernels and
-  34.6 bytes per parameter, 1,089 and 33.5 apart; on v5e the same either
-  way)."""
-  return jax.lax.platform_dependent(factor, cuda=_stored, rocm=_stored,
-                                    default=lambda x: x)
+def _unit_from_siblings(factor: jax.Array) -> tuple[jax.Array, ...]:
+  """``alada._unit`` from reductions of the factor alone (GPU).
+
+  The sum of squares does not wait for the max: it is taken at three
+  power-of-two scalings of the factor, the one in range kept. The factor is
+  read apart (a barrier) from the new factor's kernel, which XLA:GPU would
+  otherwise fuse these reductions with (both read the factor), making the
+  second refit's reduction wait for the first's and M read once more.
+  """
+  factor = _stored(factor)
+  scale = jnp.max(jnp.abs(factor), axis=-1)
+  # Each band of the max has a power of two taking f's squares into range
+  # (float32: a max in (2^40, 2^128) times 2^-88, in [2^-40, 2^40] times 1,
+  # below 2^-40 times 2^88): their sum finite, its largest terms normal.
+  maxexp = jnp.finfo(factor.dtype).maxexp
+  band, shift = 2.0**(maxexp * 5 // 16), 2.0**(maxexp * 11 // 16)
+  high, low = scale > band, scale < 1 / band
+  # Each scaled band drops the entries that leave the float range there
+  # (negligible beside its max); the select also keeps XLA from folding
+  # (f c)^2 into f^2 c^2, whose c^2 is out of range (it does so for a
+  # factor of one entry, whose sum it turns into a product).
+  a = jnp.abs(factor)
+  scaled = (jnp.where(a > 1 / shift, factor / shift, 0), factor,
+            jnp.where(a < band, factor * shift, 0))
+  sums = [jnp.sum(jnp.square(x), axis=-1) for x in scaled]
+  c = jnp.where(high, 1 / shift, jnp.where(low, shift, 1.0)).astype(
+      factor.dtype)
+  sum2 = jnp.where(high, sums[0], jnp.where(low, sums[2], sums[1]))
+  scale = jnp.where(scale > 0, scale, 1)
+  return factor / scale[..., None], scale, sum2 / jnp.square(scale * c)
+
+
+def unit(plain: Callable, factor: jax.Array) -> tuple[jax.Array, ...]:
+  """``plain(factor)``: ``alada._unit``, the factor over its max, the max and
+  the quotient's squared norm; on GPU the same from reductions of the
+  factor alone (see the module's docstring)."""
+  return jax.lax.platform_dependent(factor, cuda=_unit_from_siblings,
+                                    rocm=_unit_from_siblings, default=plain)
 
 
 def _stored(x: Any) -> Any:
@@ -116,25 +146,25 @@ def _stored(x: Any) -> Any:
 
 
 def _both(refit: Callable, leaves: Sequence[Any], plans: Sequence[Any],
-          even: jax.Array) -> list:
+          even: jax.Array, one_mean: bool = False) -> list:
   """Both refits of every leaf; the parity keeps one (no control flow).
 
-  The refit of q takes its v0 from the refit of p (for a leaf starting now,
-  both reductions' means are the mean of V): one reduction less per leaf.
+  With ``one_mean`` the refit of q takes its v0 from the refit of p (for a
+  leaf starting now, both reductions' means are the mean of V).
   """
   pick = functools.partial(jnp.where, even)
   out = []
   for leaf, plan in zip(leaves, plans):
     p_refit = refit(leaf, plan, True)
-    q_refit = refit(leaf, plan, False, p_refit[2])
+    q_refit = refit(leaf, plan, False, p_refit[2] if one_mean else None)
     out.append(jax.tree.map(pick, p_refit, q_refit))
   return out
 
 
 def _stacked(refit, leaves, plans, even):
-  """:func:`_both`, with the small leaves of one kind refitted as one stack
-  (GPU)."""
-  both = lambda leaf, plan: _both(refit, [leaf], [plan], even)[0]
+  """:func:`_both` with one mean for v0, the small leaves of one kind
+  refitted as one stack (GPU)."""
+  both = lambda leaf, plan: _both(refit, [leaf], [plan], even, True)[0]
   return _leafwise.stacked(both, leaves, plans)
 
 

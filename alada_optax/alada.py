@@ -93,31 +93,12 @@ def _unit(factor: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
 
   The least squares ``V f / (||f||^2 + eps)`` is computed with ``f / max|f|``
   so that neither ``V f`` nor ``||f||^2`` overflows when a factor carries a
-  large scale (the same value in exact arithmetic). The sum of squares does
-  not read the max: it is taken at three power-of-two scalings of ``f``, the
-  one in range kept, so that both are reductions of ``f`` alone (one kernel
-  on GPU, where a sum of ``(f / max)^2`` waits for the max's).
+  large scale (the same value in exact arithmetic).
   """
   scale = jnp.max(jnp.abs(factor), axis=-1)
-  # Each band of the max has a power of two taking f's squares into range
-  # (float32: a max in (2^40, 2^128) times 2^-88, in [2^-40, 2^40] times 1,
-  # below 2^-40 times 2^88): their sum finite, its largest terms normal.
-  maxexp = jnp.finfo(factor.dtype).maxexp
-  band, shift = 2.0**(maxexp * 5 // 16), 2.0**(maxexp * 11 // 16)
-  high, low = scale > band, scale < 1 / band
-  # Each scaled band drops the entries that leave the float range there
-  # (negligible beside its max); the select also keeps XLA from folding
-  # (f c)^2 into f^2 c^2, whose c^2 is out of range (it does so for a
-  # factor of one entry, whose sum it turns into a product).
-  a = jnp.abs(factor)
-  scaled = (jnp.where(a > 1 / shift, factor / shift, 0), factor,
-            jnp.where(a < band, factor * shift, 0))
-  sums = [jnp.sum(jnp.square(x), axis=-1) for x in scaled]
-  c = jnp.where(high, 1 / shift, jnp.where(low, shift, 1.0)).astype(
-      factor.dtype)
-  sum2 = jnp.where(high, sums[0], jnp.where(low, sums[2], sums[1]))
   scale = jnp.where(scale > 0, scale, 1)
-  return factor / scale[..., None], scale, sum2 / jnp.square(scale * c)
+  u = factor / scale[..., None]
+  return u, scale, jnp.sum(u * u, axis=-1)
 
 
 class _Leaf(NamedTuple):
@@ -297,7 +278,7 @@ def scale_by_alada(
     # the reduction's weights; dividing the other factor by its scale there
     # keeps V f / ||f||^2 at the factors' magnitude where V itself overflows
     # (|M| > 1.8e19 in float32). Capped at `big`: never inf * 0.
-    u, scale, norm2 = _unit(_backends.read_apart(other))
+    u, scale, norm2 = _backends.unit(_unit, other)
     k = (1 - b2_) / jnp.square(leaf.v_scale) / (norm2 + eps_ / scale / scale)
     started = leaf.started[..., None]
     # A matrix starting now reduces with the weight 1 / (v_scale^2 size):

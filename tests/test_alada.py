@@ -326,13 +326,14 @@ _UPDATE = jax.jit(scale_by_alada().update)
 
 
 def test_factor_norm_in_every_band_of_its_scale():
-  """The factors' squared unit norms, from sums at three power-of-two
-  scalings (no reduction reads the max): right from 1e-30 to 1e37, where
-  the plain sum of squares underflows or overflows, also with rows of a
-  batch in different bands, and 0 for a zero factor. A factor of one entry
-  (a vector leaf's p) too: there XLA turns the sum into elementwise
-  products, which it would fold into f^2 c^2 (0 * inf) without the select."""
-  from alada_optax.alada import _unit  # pylint: disable=g-import-not-at-top
+  """The factors' squared unit norms on GPU, from sums at three power-of-two
+  scalings (no reduction reads the max), as alada._unit's: right from 1e-30
+  to 1e37, where the plain sum of squares underflows or overflows, also
+  with rows of a batch in different bands, and 0 for a zero factor. A
+  factor of one entry (a vector leaf's p) too: there XLA turns the sum into
+  elementwise products, which it would fold into f^2 c^2 (0 * inf) without
+  the select."""
+  from alada_optax._backends import _unit_from_siblings as _unit  # pylint: disable=g-import-not-at-top
   rng = np.random.default_rng(0)
   scales = np.float32([1e-30, 1e-13, 1.0, 3e11, 1e20, 1e37, 0.0])
   for n in (33, 1):
