@@ -1,8 +1,9 @@
 """Where an update takes a different shape per XLA backend, and why.
 
-Three decisions live here: how Alada's parity picks its refit
+Four decisions live here: how Alada's parity picks its refit
 (:func:`refit_by_parity`, below), how its refits take a factor's norms
-(:func:`unit`), and how Subspace-Momentum's refresh step recomputes its
+(:func:`unit`), how its leaves read the step count and parity
+(:func:`clock`), and how Subspace-Momentum's refresh step recomputes its
 projectors (:func:`refresh_by_step`). Two more live with
 the 8-bit format in ``alada_optax._quantize``, each with its measurement:
 how an 8-bit moment's blocks are told apart on TPU (masks of the column
@@ -42,19 +43,18 @@ them, ``docs/accelerators.md`` has the tables):
   the GPT-2-small-shaped update (H100), its 98 biases and norms' scales
   (0.1% of the entries) took 981 of the 1,772 kernels. Refitted in three
   stacks (``_leafwise.stacked``; the fold and the step stay per leaf), the
-  update had 1,247. What remains per small leaf is mostly writing its
-  state: p, q, v0 and t0 are buffers of their own, each written by a
-  kernel of its own. TPU and CPU refit leaf by leaf: a CPU launches no
-  kernels, and on v5e the stack changes little (864 fusions against 1,110,
-  61.2 bytes per parameter either way, 50.4 against 50.8 MiB of
-  temporaries). The GPU's whole
+  update had 1,247; most of what remained per small leaf was writing its
+  state (each of p, q, v0 and t0 a buffer of its own; see below). TPU and
+  CPU refit leaf by leaf: a CPU launches no kernels, and on v5e the stack
+  changes little (864 fusions against 1,110, 61.2 bytes per parameter
+  either way, 50.4 against 50.8 MiB of temporaries). The GPU's whole
   structure (the stack, and M read as stored) taken on v5e leaves its
   update no temporaries but costs its train step: a peak of 1,323.6 MiB
   against 1,295.6 (SGD with momentum: 1,293.6), 120.0 bytes per parameter
   against 103.9.
 * **GPU: one mean for v0, and the factors' norms from sibling
   reductions.** The refit of q takes the refit of p's v0 instead of a mean
-  of its own reduction (``_both(..., one_mean=True)``; for a leaf starting
+  of its own reduction (:func:`_refits`; for a leaf starting
   now both are the mean of V), and a factor's max and sum of squares are
   reductions of the factor alone (:func:`unit`; a variadic reduction of the
   two would save as many, but the SPMD partitioner turns a custom reduction
@@ -66,6 +66,29 @@ them, ``docs/accelerators.md`` has the tables):
   (1,110), the same HBM bytes (21.3 per parameter), 66.9 MiB of
   temporaries against 50.8 (57.2 with the sums alone, 60.3 with the mean
   alone), so TPU and CPU keep the max before the sum and a mean per refit.
+* **GPU: many leaves' state written by one kernel.** The XLA:GPU of
+  jaxlib 0.10 fuses no kernels of different leaves horizontally (16
+  independent updates of 768-vectors compile to 16 kernels); its sibling
+  multi-output fusion does merge kernels of one shape that read a common
+  operand, but not a scalar one. Every leaf's clock (t0) reads the step
+  count and every factor's writer the parity: scalars. Read from arrays of
+  two entries (:func:`clock`), and with each small leaf's refit picked
+  after its stack is split (the parity's select then reads the stack, where
+  a plain slice of it is a kernel of its own; picked on the stack, 853
+  kernels), the writers of p, q and t0 of many leaves share kernels: the
+  GPT-2-small-shaped update with bf16 M has 676 kernels on the H100
+  instead of 1,089, at the same HBM bytes and temporaries. With fp32 M the
+  merged writers made XLA:GPU keep the products that the column reductions
+  read (written from the row reductions' kernels of the 3072 x 768 leaves)
+  alive together, 81.8 MiB of temporaries (17% of the params), so there
+  the refit of q reads M apart (a barrier of its own, :func:`_refits`):
+  742 kernels, 9.6 MiB, 34.5 HBM bytes per parameter instead of 33.5 (the
+  products have kernels of their own). With 8-bit M the two arrays cost
+  temporaries too (83.2 MiB against 10.4), so its tree reads the count
+  itself (``clock(..., shared=False)``): 1,042 kernels (1,178), 10.7 MiB.
+  On v5e the arrays change little (1,112 fusions against 1,110, 49.8 MiB
+  of temporaries against 50.8, the same bytes): TPU and CPU read the count
+  itself.
 * **CPU: one conditional for the whole tree.** XLA:CPU runs the two
   reductions as two passes over M, each as long as the fold: with both, the
   GPT-2-small update alone took 1.38x Adam's; with one ``lax.cond``
@@ -145,27 +168,59 @@ def _stored(x: Any) -> Any:
   return jax.lax.optimization_barrier(x)
 
 
-def _both(refit: Callable, leaves: Sequence[Any], plans: Sequence[Any],
-          even: jax.Array, one_mean: bool = False) -> list:
-  """Both refits of every leaf; the parity keeps one (no control flow).
+def _refits(refit: Callable, leaf: Any, plan: Any, gpu: bool) -> tuple:
+  """Both refits of a leaf. On GPU (``gpu``) the refit of q takes its v0
+  from the refit of p (for a leaf starting now, both reductions' means are
+  the mean of V) and, with M in float32, reads M apart from it (see the
+  module's docstring)."""
+  p_refit = refit(leaf, plan, True)
+  if not gpu:
+    return p_refit, refit(leaf, plan, False)
+  if not isinstance(leaf.mu, tuple) and leaf.mu.dtype == jnp.float32:
+    leaf = leaf._replace(mu=_stored(leaf.mu), target=_stored(leaf.target))
+  return p_refit, refit(leaf, plan, False, p_refit[2])
 
-  With ``one_mean`` the refit of q takes its v0 from the refit of p (for a
-  leaf starting now, both reductions' means are the mean of V).
-  """
-  pick = functools.partial(jnp.where, even)
-  out = []
-  for leaf, plan in zip(leaves, plans):
-    p_refit = refit(leaf, plan, True)
-    q_refit = refit(leaf, plan, False, p_refit[2] if one_mean else None)
-    out.append(jax.tree.map(pick, p_refit, q_refit))
-  return out
+
+def _pick(even: jax.Array, refits: tuple) -> Any:
+  return jax.tree.map(functools.partial(jnp.where, even), *refits)
+
+
+def _both(refit: Callable, leaves: Sequence[Any], plans: Sequence[Any],
+          even: jax.Array) -> list:
+  """Both refits of every leaf; the parity keeps one (no control flow)."""
+  return [_pick(even, _refits(refit, leaf, plan, gpu=False))
+          for leaf, plan in zip(leaves, plans)]
 
 
 def _stacked(refit, leaves, plans, even):
   """:func:`_both` with one mean for v0, the small leaves of one kind
-  refitted as one stack (GPU)."""
-  both = lambda leaf, plan: _both(refit, [leaf], [plan], even, True)[0]
-  return _leafwise.stacked(both, leaves, plans)
+  refitted as one stack, each leaf's refit picked on its own (GPU)."""
+  refits = _leafwise.stacked(
+      lambda leaf, plan: _refits(refit, leaf, plan, gpu=True), leaves, plans)
+  return [_pick(even, r) for r in refits]
+
+
+def _clock_from_arrays(count: jax.Array) -> tuple[jax.Array, jax.Array]:
+  """:func:`clock` read from arrays of two entries (GPU).
+
+  Two arrays: with one, XLA:GPU computes the parity in the clocks' writer
+  and the factors' writers read it from there as a scalar (767 kernels on
+  the GPT-2-small-shaped update instead of 676).
+  """
+  counts = _stored(jnp.stack([count, count]))
+  evens = _stored(jnp.stack([count % 2 == 0] * 2))
+  return counts[0], evens[0]
+
+
+def clock(count: jax.Array, shared: bool = True
+          ) -> tuple[jax.Array, jax.Array]:
+  """``(count, count % 2 == 0)``: the step count the leaves' clocks read and
+  the parity their refits follow; on GPU, where ``shared``, each read from
+  an array of two entries, which the writers of many leaves' state share
+  (see the module's docstring)."""
+  plain = lambda count: (count, count % 2 == 0)
+  gpu = _clock_from_arrays if shared else plain
+  return jax.lax.platform_dependent(count, cuda=gpu, rocm=gpu, default=plain)
 
 
 def read_as_stored(leaves: Sequence[Any]) -> list:

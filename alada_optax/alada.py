@@ -335,8 +335,9 @@ def scale_by_alada(
     return direction
 
   def update_leaves(gs, states, plans, count):
+    clock, even = _backends.clock(count, shared=fmt is None)
     leaves = _backends.read_as_stored(
-        [fold(g, s, count, i) for i, (g, s) in enumerate(zip(gs, states))])
+        [fold(g, s, clock, i) for i, (g, s) in enumerate(zip(gs, states))])
     # Lines 13-18: even steps refit p, odd steps q; one parity, the step
     # count's, for the whole tree: one conditional at most (see _backends).
     def refit_and_read(leaf, plan, rows, v0=None):
@@ -349,7 +350,7 @@ def scale_by_alada(
       return refit(leaf, plan, rows, v0) + (stored,)
 
     refitted = _backends.refit_by_parity(
-        refit_and_read, leaves, plans, count % 2 == 0,
+        refit_and_read, leaves, plans, even,
         reads_gradients=second_moment == 'gradient')
     out = []
     for leaf, plan, state, (p, q, v0, stored) in zip(leaves, plans, states,

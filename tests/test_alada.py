@@ -83,9 +83,12 @@ def test_matches_float64_transcription(make_opt, mode):
 def gpu_structure(monkeypatch):
   """Alada built with the GPU's refits (``_backends``) on the CPU: both
   refits with one mean for v0, the small leaves of one kind refitted as one
-  stack, the factors' norms from sibling reductions."""
+  stack, the factors' norms from sibling reductions, the step count and
+  parity read from two-entry arrays."""
   from alada_optax import _backends, _leafwise  # pylint: disable=g-import-not-at-top
   monkeypatch.setattr(_backends, '_one_conditional', _backends._stacked)
+  monkeypatch.setattr(_backends, 'clock',
+                      lambda count, shared: _backends._clock_from_arrays(count))
   monkeypatch.setattr(_backends, 'unit',
                       lambda plain, f: _backends._unit_from_siblings(f))
   monkeypatch.setattr(_leafwise, '_COMPILED', type(_leafwise._COMPILED)())

@@ -11,6 +11,8 @@ plugin, so this runs in CI on CPU). What the GPU and TPU compilers make of it is
 ``python -m benchmarks.accelerators`` (docs/accelerators.md).
 """
 
+import re
+
 import jax
 import jax.numpy as jnp
 import optax
@@ -142,3 +144,24 @@ def test_alada_refits_small_leaves_of_one_kind_together_on_gpu(name):
         ' reduce(')
 
   assert reductions(8) == reductions(4) > 0
+
+
+def test_alada_reads_its_clock_from_two_entry_arrays_on_gpu():
+  """XLA:GPU writes many leaves' state in one kernel only where their
+  writers read a common operand of more than one entry (``_backends.clock``):
+  the step count and the parity reach every leaf from one two-entry array
+  each, however many leaves; the CPU reads the count itself."""
+  def clock_arrays(k, platform='cuda'):
+    opt = OPTIMIZERS['alada']()
+    state = jax.eval_shape(opt.init, small_leaves(k))
+
+    def update(params, state, grads):
+      return opt.update(grads, state, params)
+
+    text = jax.jit(update).trace(small_leaves(k), state, small_leaves(k)).lower(
+        lowering_platforms=(platform,)).compiler_ir('hlo').as_hlo_module(
+        ).to_string()
+    return sorted(re.findall(r'= (\w+)\[2\]\S* opt-barrier\(', text))
+
+  assert clock_arrays(4) == clock_arrays(8) == ['pred', 's32']
+  assert clock_arrays(4, 'cpu') == []
