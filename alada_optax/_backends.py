@@ -193,8 +193,8 @@ def _both(refit: Callable, leaves: Sequence[Any], plans: Sequence[Any],
 
 
 def _stacked(refit, leaves, plans, even):
-  """:func:`_both` with one mean for v0, the small leaves of one kind
-  refitted as one stack, each leaf's refit picked on its own (GPU)."""
+  """:func:`_both` as :func:`_refits` does it on GPU, the small leaves of
+  one kind refitted as one stack, each leaf's refit picked on its own."""
   refits = _leafwise.stacked(
       lambda leaf, plan: _refits(refit, leaf, plan, gpu=True), leaves, plans)
   return [_pick(even, r) for r in refits]
@@ -204,8 +204,9 @@ def _clock_from_arrays(count: jax.Array) -> tuple[jax.Array, jax.Array]:
   """:func:`clock` read from arrays of two entries (GPU).
 
   Two arrays: with one, XLA:GPU computes the parity in the clocks' writer
-  and the factors' writers read it from there as a scalar (767 kernels on
-  the GPT-2-small-shaped update instead of 676).
+  and the factors' writers read it from there as a scalar (the
+  GPT-2-small-shaped update with fp32 M, its refit of q not yet reading M
+  apart: 767 kernels against 676).
   """
   counts = _stored(jnp.stack([count, count]))
   evens = _stored(jnp.stack([count % 2 == 0] * 2))

@@ -150,9 +150,10 @@ def test_alada_reads_its_clock_from_two_entry_arrays_on_gpu():
   """XLA:GPU writes many leaves' state in one kernel only where their
   writers read a common operand of more than one entry (``_backends.clock``):
   the step count and the parity reach every leaf from one two-entry array
-  each, however many leaves; the CPU reads the count itself."""
-  def clock_arrays(k, platform='cuda'):
-    opt = OPTIMIZERS['alada']()
+  each, however many leaves; the CPU, and a tree with 8-bit M, read the
+  count itself."""
+  def clock_arrays(k, platform='cuda', **kwargs):
+    opt = alada_optax.alada(1e-3, **kwargs)
     state = jax.eval_shape(opt.init, small_leaves(k))
 
     def update(params, state, grads):
@@ -165,3 +166,6 @@ def test_alada_reads_its_clock_from_two_entry_arrays_on_gpu():
 
   assert clock_arrays(4) == clock_arrays(8) == ['pred', 's32']
   assert clock_arrays(4, 'cpu') == []
+  # An 8-bit M's tree reads the count itself: the arrays cost it
+  # temporaries (``_backends``).
+  assert clock_arrays(4, mu_dtype='int8') == []
