@@ -134,7 +134,8 @@ def _unit_from_siblings(factor: jax.Array) -> tuple[jax.Array, ...]:
   second refit's reduction wait for the first's and M read once more.
   """
   factor = _stored(factor)
-  scale = jnp.max(jnp.abs(factor), axis=-1)
+  a = jnp.abs(factor)
+  scale = jnp.max(a, axis=-1)
   # Each band of the max has a power of two taking f's squares into range
   # (float32: a max in (2^40, 2^128) times 2^-88, in [2^-40, 2^40] times 1,
   # below 2^-40 times 2^88): their sum finite, its largest terms normal.
@@ -145,7 +146,6 @@ def _unit_from_siblings(factor: jax.Array) -> tuple[jax.Array, ...]:
   # (negligible beside its max); the select also keeps XLA from folding
   # (f c)^2 into f^2 c^2, whose c^2 is out of range (it does so for a
   # factor of one entry, whose sum it turns into a product).
-  a = jnp.abs(factor)
   scaled = (jnp.where(a > 1 / shift, factor / shift, 0), factor,
             jnp.where(a < band, factor * shift, 0))
   sums = [jnp.sum(jnp.square(x), axis=-1) for x in scaled]
