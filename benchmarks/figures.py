@@ -83,6 +83,7 @@ SHARDED = 'docs/images/sharded/results.json'
 COLLECTIVES = 'benchmarks/results/collectives.json'
 ACCELERATORS = 'benchmarks/results/accelerators_{}.json'
 TPU_MEMORY = 'docs/research/results/tpu_memory/results.json'
+CPU_SCHEDULE = 'docs/research/results/cpu_schedule/results.json'
 
 
 def _versions(info: dict[str, Any], names=('jax', 'jaxlib', 'flax',
@@ -340,6 +341,50 @@ def tpu_memory(src: Source) -> str:
   return '\n'.join(lines)
 
 
+def cpu_schedule_table(data: dict[str, Any]) -> str:
+  """The rows of ``benchmarks.research.cpu_schedule``: each model's train
+  step under XLA:CPU's two schedules, and the share of the state 8-bit M
+  saves against fp32 M that reaches the peak."""
+  lines = []
+  schedules = list(dict.fromkeys(r['schedule'] for r in data['rows']))
+  for model in dict.fromkeys(r['model'] for r in data['rows']):
+    rows = {(r['optimizer'], r['schedule']): r for r in data['rows']
+            if r['model'] == model}
+    first = next(r for r in data['rows'] if r['model'] == model)
+    lines += [f'**{first["model_name"]}** (params: '
+              f'{first["params"] / MiB:,.1f} MiB fp32), the donated train step:',
+              '', '| optimizer | state MiB | '
+              + ' | '.join(f'{s}: temporaries MiB | {s}: peak MiB'
+                           for s in schedules) + ' |',
+              '|---|---:|' + '---:|---:|' * len(schedules)]
+    for name in dict.fromkeys(o for o, _ in rows):
+      cells = [f'{rows[name, s]["temporaries"] / MiB:,.1f} | '
+               f'{rows[name, s]["peak"] / MiB:,.1f}' if (name, s) in rows
+               else ' | ' for s in schedules]
+      state = next(r for (o, _), r in rows.items() if o == name)['state']
+      lines.append(f'| {name} | {state / MiB:,.1f} | ' + ' | '.join(cells)
+                   + ' |')
+    shares = []
+    for s in schedules:
+      fp32, int8 = rows.get(('Alada', s)), rows.get(('Alada, 8-bit M', s))
+      if fp32 and int8:
+        shares.append(f'{s} {(fp32["peak"] - int8["peak"]) / (fp32["state"] - int8["state"]):.3f}')
+    if shares:
+      lines += ['', 'Peak saved / state saved, Alada 8-bit M against Alada: '
+                + ', '.join(shares) + '.']
+    lines.append('')
+  info = data['machine']
+  lines.append(f'Compile facts, not times: `{data["command"]}` on '
+               f'{_cpu(info)} ({_versions(info)}).')
+  return '\n'.join(lines)
+
+
+def cpu_schedule(src: Source) -> str:
+  """Train-step memory under XLA:CPU's breadth-first and depth-first
+  schedules (``benchmarks.research.cpu_schedule``)."""
+  return cpu_schedule_table(src.json(CPU_SCHEDULE))
+
+
 def headlines(src: Source) -> str:
   """Four one-line results (state, quality, speed on CPU, GPU and TPU
   compiles), each with its command."""
@@ -403,6 +448,7 @@ GENERATORS: dict[str, Generator] = {
     'accelerators_more': Generator((ACCELERATORS.format('after'),),
                                    accelerators_more),
     'tpu_memory': Generator((TPU_MEMORY,), tpu_memory),
+    'cpu_schedule': Generator((CPU_SCHEDULE,), cpu_schedule),
     'headlines': Generator((STATE_BYTES, TEXT_CLASSIFICATION, SUITE,
                             ACCELERATORS.format('after')), headlines),
 }

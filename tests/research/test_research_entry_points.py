@@ -34,7 +34,8 @@ def test_in_backward_every_flag_is_documented(capsys):
 
 
 @pytest.mark.parametrize('module', ['safeguard', 'lr_robustness', 'in_backward',
-                                    'quantized_moment', 'tpu_memory'])
+                                    'quantized_moment', 'tpu_memory',
+                                    'cpu_schedule'])
 def test_research_commands_run_as_documented(module):
   """``python -m benchmarks.research.X --help``: exit 0, its own name."""
   proc = subprocess.run(
