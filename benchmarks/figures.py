@@ -368,7 +368,9 @@ def cpu_schedule_table(data: dict[str, Any]) -> str:
     for s in schedules:
       fp32, int8 = rows.get(('Alada', s)), rows.get(('Alada, 8-bit M', s))
       if fp32 and int8:
-        shares.append(f'{s} {(fp32["peak"] - int8["peak"]) / (fp32["state"] - int8["state"]):.3f}')
+        share = ((fp32['peak'] - int8['peak'])
+                 / (fp32['state'] - int8['state']))
+        shares.append(f'{s} {share:.3f}')
     if shares:
       lines += ['', 'Peak saved / state saved, Alada 8-bit M against Alada: '
                 + ', '.join(shares) + '.']
