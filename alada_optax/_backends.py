@@ -3,9 +3,8 @@
 Five decisions live here: how Alada's parity picks its refit
 (:func:`refit_by_parity`, below), how its refits take a factor's norms
 (:func:`unit`), how its leaves read the step count and parity
-(:func:`clock`), how Subspace-Momentum's refresh step recomputes its
-projectors (:func:`refresh_by_step`), and how SMMF packs its signs
-(:func:`pack_signs`, :func:`unpack_signs`). Two more live with
+(:func:`clock`), and how Subspace-Momentum's refresh step recomputes its
+projectors (:func:`refresh_by_step`). Two more live with
 the 8-bit format in ``alada_optax._quantize``, each with its measurement:
 how an 8-bit moment's blocks are told apart on TPU (masks of the column
 index, not a reshape: ``_TPU_SELECT_BLOCKS``), and how its reductions read
@@ -117,7 +116,6 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from alada_optax import _layout
 from alada_optax import _leafwise
 
 
@@ -312,90 +310,3 @@ def refresh_by_step(refresh: jax.Array, refits: Sequence[Callable],
             for refit, k in zip(refits, kept)]
 
   return jax.lax.platform_dependent(0, cpu=per_refit, default=one)
-
-
-# SMMF's sign bits: 8 to a byte, row-major over the flattened matrix view
-# (``jnp.packbits``' order, the format of ``ScaleBySMMFState.m_sign``).
-
-_SIGN_ROW = 1024  # entries per row of the TPU form's matrix view
-# Smaller sign vectors keep jnp's form on TPU too: padded, they stay small,
-# and the products cost fusions (a 768-vector's update: 22 against 10).
-_SIGN_MIN = 8 * _SIGN_ROW
-
-
-def _sign_matrix(rows: int, cols: int, packing: bool) -> jax.Array:
-  """The 0/1 and power-of-two bf16 matrix that packs ``rows`` bits into
-  ``cols = rows // 8`` bytes (``packing``: ``W[i, i // 8] = 2^(7 - i % 8)``)
-  or repeats ``rows`` bytes over ``cols = 8 rows`` entries
-  (``E[i, 8 i + k] = 1``)."""
-  i = jax.lax.broadcasted_iota(jnp.int32, (rows, cols), 0)
-  j = jax.lax.broadcasted_iota(jnp.int32, (rows, cols), 1)
-  if packing:
-    w = jnp.where(i // 8 == j, jnp.left_shift(1, 7 - i % 8), 0)
-  else:
-    w = (j // 8 == i).astype(jnp.int32)
-  return w.astype(jnp.bfloat16)
-
-
-def _pack_by_products(positive: jax.Array) -> jax.Array:
-  """``jnp.packbits(positive)`` as products on the matrix unit: the bits
-  viewed ``(-1, 1024)`` times a ``1024 x 128`` matrix of powers of two.
-  Exact: the bits and the weights are bf16 (0, 1 and 2^k <= 128), their
-  sums (at most 255) accumulate in float32."""
-  n = positive.shape[0]
-  bits = jnp.pad(positive.astype(jnp.bfloat16), (0, -n % _SIGN_ROW))
-  packed = jnp.dot(bits.reshape(-1, _SIGN_ROW),
-                   _sign_matrix(_SIGN_ROW, _SIGN_ROW // 8, True),
-                   preferred_element_type=jnp.float32)
-  return packed.reshape(-1)[:-(-n // 8)].astype(jnp.uint8)
-
-
-def _unpack_by_products(packed: jax.Array, count: int) -> jax.Array:
-  """``jnp.unpackbits(packed, count=count)`` with each byte repeated over
-  its 8 entries by products on the matrix unit (bytes up to 255 are exact
-  in bf16), then each entry's bit shifted out."""
-  nb = packed.shape[0]
-  row = _SIGN_ROW // 8
-  x = jnp.pad(packed.astype(jnp.bfloat16), (0, -nb % row))
-  repeated = jnp.dot(x.reshape(-1, row), _sign_matrix(row, _SIGN_ROW, False),
-                     preferred_element_type=jnp.float32).astype(jnp.int32)
-  k = jax.lax.broadcasted_iota(jnp.int32, repeated.shape, 1) % 8
-  bits = jnp.right_shift(repeated, 7 - k) & 1
-  return bits.astype(jnp.uint8).reshape(-1)[:count]
-
-
-def _on_explicit_mesh(x: jax.Array) -> bool:
-  return _layout._explicit_sharding(x) is not None  # pylint: disable=protected-access
-
-
-def pack_signs(positive: jax.Array) -> jax.Array:
-  """``jnp.packbits`` of a flat boolean vector (SMMF's signs).
-
-  * **TPU: products on the matrix unit** (:func:`_pack_by_products`).
-    ``jnp.packbits`` views the bits ``(..., 8)``, and XLA:TPU lays such an
-    array out with the 8 along its 128 lanes; it carried that view back to
-    SMMF's fold, which it then wrote padded to sixteen times its size (a
-    768 x 3072 leaf's update alone: 144.7 MiB of temporaries, 16.1x the
-    leaf; with both forms here none, and 12.3 HBM bytes per parameter
-    instead of 20.3). The same bits, bit for bit.
-  * **CPU and GPU, explicit mesh axes and vectors of fewer than 8192
-    signs: ``jnp.packbits``.** Nothing is padded on CPU and GPU (the
-    H100's GPT-2-small-shaped update: 22.8 MiB of temporaries); under
-    explicit axes the view's reshape would need a sharding of its own.
-  """
-  if positive.shape[0] < _SIGN_MIN or _on_explicit_mesh(positive):
-    return jnp.packbits(positive)
-  return jax.lax.platform_dependent(positive, tpu=_pack_by_products,
-                                    default=jnp.packbits)
-
-
-def unpack_signs(packed: jax.Array, count: int) -> jax.Array:
-  """``jnp.unpackbits(packed, count=count)``, per backend as
-  :func:`pack_signs` (its ``(..., 8)`` view is the other half of the
-  padding on TPU)."""
-  plain = functools.partial(jnp.unpackbits, count=count)
-  if count < _SIGN_MIN or _on_explicit_mesh(packed):
-    return plain(packed)
-  return jax.lax.platform_dependent(
-      packed, tpu=functools.partial(_unpack_by_products, count=count),
-      default=plain)

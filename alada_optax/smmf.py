@@ -18,7 +18,6 @@ from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
 from alada_optax import _alias
-from alada_optax import _backends
 from alada_optax import _leafwise
 from alada_optax import _layout
 from alada_optax import _validation
@@ -175,7 +174,7 @@ def _smmf_leaf(
 
   # Decompression: M_{t-1} = S o (r_m c_m^T), V_{t-1} = r_v c_v^T.
   positive = jnp.reshape(
-      _backends.unpack_signs(state.m_sign, rows * cols),
+      jnp.unpackbits(state.m_sign, count=rows * cols),
       (rows, cols), out_sharding=square)
   m_abs = state.m_row[:, None] * state.m_col[None, :]
   m = jnp.where(positive.astype(bool), m_abs, -m_abs)
@@ -188,7 +187,7 @@ def _smmf_leaf(
   v = beta_v * v + (1 - beta_v) * (g * g)
 
   # Compression: signs to bits, |M| and V to rank-one factors.
-  m_sign = _backends.pack_signs(jnp.reshape(m > 0, (-1,), out_sharding=flat))
+  m_sign = jnp.packbits(jnp.reshape(m > 0, (-1,), out_sharding=flat))
   (m_row, m_col), (v_row, v_col) = _compress(jnp.abs(m), v)
 
   # The step uses the dense M_t and V_t, before compression.

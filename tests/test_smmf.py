@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-import re
 
 import chex
 import jax
@@ -12,7 +11,6 @@ import numpy as np
 import optax
 import pytest
 
-from alada_optax import _backends
 from alada_optax.smmf import ScaleBySMMFState, scale_by_smmf, smmf, square_shape
 from benchmarks.harness import tree_bytes
 from benchmarks.state_bytes import as_params
@@ -312,40 +310,3 @@ class TestSMMFTransform(transform_checks.TransformChecks):
   NAME = 'scale_by_smmf'
   INJECT_KWARGS = dict(learning_rate=0.05, beta=0.8, decay_rate=-0.8,
                        growth_rate=0.99, weight_decay=1e-2)
-
-
-@pytest.mark.parametrize('n', [1, 7, 9, 1023, 1025, 8192, 8193, 3 * 2**16 + 5])
-def test_sign_bits_by_products_are_packbits(n):
-  # TPU packs and unpacks the signs as products on its matrix unit
-  # (_backends.pack_signs): the same bytes as jnp.packbits, bit for bit.
-  rng = np.random.default_rng(n)
-  signs = rng.random(n) < 0.5
-  packed = jax.jit(_backends._pack_by_products)(signs)
-  assert packed.dtype == jnp.uint8
-  np.testing.assert_array_equal(packed, np.packbits(signs))
-  stored = rng.integers(0, 256, -(-n // 8), dtype=np.uint8)
-  np.testing.assert_array_equal(
-      jax.jit(_backends._unpack_by_products, static_argnums=1)(stored, n),
-      np.unpackbits(stored, count=n))
-
-
-def test_tpu_reads_and_writes_the_signs_without_a_view_of_eight():
-  # jnp.packbits' (..., 8) view made XLA:TPU write SMMF's fold padded to
-  # 16x the leaf (its 8 along the 128 lanes): the TPU lowering has no such
-  # view for a leaf of at least _backends._SIGN_MIN entries; small leaves,
-  # and the other backends, keep jnp's.
-  params = {'w': jax.ShapeDtypeStruct((96, 128), jnp.float32),
-            'b': jax.ShapeDtypeStruct((40,), jnp.float32)}
-  opt = smmf(1e-3)
-  state = jax.eval_shape(opt.init, params)
-
-  def views_of_eight(platform):
-    text = jax.jit(lambda p, s, g: opt.update(g, s, p)).trace(
-        params, state, params).lower(lowering_platforms=(platform,)).as_text()
-    return sorted(set(re.findall(r'tensor<(\d+)x8x', text)))
-
-  # 'w': 12,288 signs in 1,536 bytes; 'b' (40 signs in 5) keeps jnp's.
-  assert '1536' not in views_of_eight('tpu')
-  assert '5' in views_of_eight('tpu')
-  assert '1536' in views_of_eight('cpu')
-  assert '1536' in views_of_eight('cuda')
