@@ -1,6 +1,6 @@
 """Where an update takes a different shape per XLA backend, and why.
 
-Five decisions live here: how Alada's parity picks its refit
+Four decisions live here: how Alada's parity picks its refit
 (:func:`refit_by_parity`, below), how its refits take a factor's norms
 (:func:`unit`), how its leaves read the step count and parity
 (:func:`clock`), and how Subspace-Momentum's refresh step recomputes its
