@@ -47,7 +47,6 @@ MODELS = ('mlp', 'gpt2')
 
 def compile_rows(model_key: str, names) -> list[dict]:
   """Compiles the suite's train step of each optimizer in this process."""
-  import jax  # pylint: disable=g-import-not-at-top
   from benchmarks import harness  # pylint: disable=g-import-not-at-top
   from benchmarks import models  # pylint: disable=g-import-not-at-top
   model = {'mlp': models.mlp, 'gpt2': models.gpt2}[model_key]()
@@ -55,8 +54,7 @@ def compile_rows(model_key: str, names) -> list[dict]:
   for name in names:
     memory = harness.compile_train_step(model, harness.OPTIMIZERS[name]()).memory
     rows.append({'model': model_key, 'model_name': model.name,
-                 'optimizer': name, 'jax': jax.__version__,
-                 **memory.__dict__, 'peak': memory.peak})
+                 'optimizer': name, **memory.__dict__, 'peak': memory.peak})
   return rows
 
 
